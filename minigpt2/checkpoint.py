@@ -1,0 +1,218 @@
+"""Finding and reading checkpoints: official names, hub repos, local directories and files.
+
+A name such as "gpt2-medium" or "org/name" is fetched through huggingface_hub into its
+standard cache (so HF_HOME, HF_HUB_OFFLINE, revisions and earlier downloads behave as
+everywhere else); a path that exists is read where it is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from safetensors import SafetensorError, safe_open
+
+from .model import GPT2, GPT2Config
+
+OFFICIAL_REPOS = {
+    "gpt2": "openai-community/gpt2",
+    "gpt2-medium": "openai-community/gpt2-medium",
+    "gpt2-large": "openai-community/gpt2-large",
+    "gpt2-xl": "openai-community/gpt2-xl",
+    "distilgpt2": "distilbert/distilgpt2",
+}
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference
+_HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used as it is; the message says what is wrong and what to do."""
+
+
+def load_model(name_or_path: str, *, device=None, dtype=None, revision: str | None = None) -> GPT2:
+    """Build the model on the meta device (no memory, no random init) and attach the checkpoint's tensors."""
+    device = check_device(device)
+    config = read_config(find_file(name_or_path, "config.json", revision, required=True))
+    weights = _weights_file(name_or_path, revision)
+    with torch.device("meta"):
+        model = GPT2(config)
+    state = read_weights(weights, device=device, dtype=dtype)
+    _check_tensors(model, state, weights)
+    model.load_state_dict(state, assign=True)
+    return model.eval()
+
+
+def find_file(name_or_path: str, filename: str, revision: str | None = None, *, required: bool = False) -> Path | None:
+    """`filename` from a local checkpoint (a directory, or the folder of a weights file) or a hub repo."""
+    local = Path(name_or_path).expanduser()
+    if local.exists():
+        found = (local.parent if local.is_file() else local) / filename
+        if found.is_file():
+            return found
+        if required:
+            raise CheckpointError(f"{found} not found: a checkpoint needs its {filename} next to the weights")
+        return None
+    if name_or_path not in OFFICIAL_REPOS and not _HUB_REPO_ID.fullmatch(name_or_path):
+        raise FileNotFoundError(
+            f"{name_or_path}: no such file or directory, and not a hub repo id such as 'gpt2-medium' or 'org/name'"
+        )
+    return _hub_file(OFFICIAL_REPOS.get(name_or_path, name_or_path), filename, revision, required)
+
+
+def _hub_file(repo: str, filename: str, revision: str | None, required: bool) -> Path | None:
+    at = f"{repo}@{revision}" if revision else repo
+    try:
+        return Path(hf_hub_download(repo, filename, revision=revision))
+    except LocalEntryNotFoundError:
+        raise CheckpointError(
+            f"{filename} of {at} is not in the local hub cache and the hub cannot be reached (no network, or "
+            "HF_HUB_OFFLINE is set); connect once to download it, or pass a local checkpoint directory"
+        ) from None
+    except EntryNotFoundError:  # after LocalEntryNotFoundError, its subclass: the hub says there is no such file
+        if required:
+            raise CheckpointError(f"the hub repo {at} has no {filename}; is it a GPT-2 checkpoint?") from None
+        return None
+    except RevisionNotFoundError:
+        raise CheckpointError(f"the hub repo {repo} has no revision {revision!r}; check the branch, tag or commit") from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(
+            f"{repo!r} is neither a local path nor a model repo on the hub (private or gated repos need "
+            "`hf auth login`); check the name"
+        ) from None
+    except (HfHubHTTPError, OSError) as e:
+        raise CheckpointError(f"could not download {filename} of {at}: {_first_line(e)}") from None
+
+
+def _weights_file(name_or_path: str, revision: str | None) -> Path:
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    for filename in WEIGHT_FILES:
+        found = find_file(name_or_path, filename, revision)
+        if found is not None:
+            return found
+    raise CheckpointError(f"{name_or_path} has neither {' nor '.join(WEIGHT_FILES)}")
+
+
+def read_config(path: Path) -> GPT2Config:
+    """GPT2Config from a transformers config.json, refusing what this implementation does not compute."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not a readable JSON config: {_first_line(e)}") from None
+    if not isinstance(raw, dict) or raw.get("model_type") != "gpt2":
+        kind = raw.get("model_type") if isinstance(raw, dict) else None
+        raise CheckpointError(f"{path} describes a {kind!r} model, not GPT-2 (model_type 'gpt2'); minigpt2 loads GPT-2 only")
+    unsupported = {
+        "activation_function": raw.get("activation_function", "gelu_new") not in _GELU,
+        "add_cross_attention": raw.get("add_cross_attention", False),
+        "scale_attn_weights": not raw.get("scale_attn_weights", True),
+        "scale_attn_by_inverse_layer_idx": raw.get("scale_attn_by_inverse_layer_idx", False),
+        "tie_word_embeddings": not raw.get("tie_word_embeddings", True),
+    }
+    if any(unsupported.values()):
+        names = ", ".join(f"{k}={raw.get(k)!r}" for k, bad in unsupported.items() if bad)
+        raise CheckpointError(f"{path} asks for a GPT-2 variant minigpt2 does not implement: {names}")
+    try:
+        return GPT2Config(
+            vocab_size=int(raw["vocab_size"]),
+            n_positions=int(raw["n_positions"]),
+            n_embd=int(raw["n_embd"]),
+            n_layer=int(raw["n_layer"]),
+            n_head=int(raw["n_head"]),
+            n_inner=raw.get("n_inner"),
+            layer_norm_epsilon=float(raw.get("layer_norm_epsilon", 1e-5)),
+            gelu_approximate=_GELU[raw.get("activation_function", "gelu_new")],
+            eos_token_id=raw.get("eos_token_id"),
+        )
+    except KeyError as e:
+        raise CheckpointError(f"{path} lacks the field {e.args[0]!r} that a GPT-2 config must have") from None
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} has an invalid value: {_first_line(e)}") from None
+
+
+def read_weights(path: Path, *, device=None, dtype=None) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors under minigpt2's names, on `device` in `dtype` (None: as stored).
+
+    Official files store the projections [in, out] (transformers' Conv1D); nn.Linear wants
+    [out, in], which a transposed view gives without a copy. Safetensors files are memory
+    mapped, so a tensor that needs no conversion is not copied at all.
+    """
+    state = {}
+    for name, tensor in _read_tensors(path):
+        name = _minigpt2_name(name)
+        if name is None:
+            continue
+        if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) and tensor.dim() == 2:
+            tensor = tensor.t()
+        state[name] = tensor.to(device=device, dtype=dtype)
+    return state
+
+
+def _read_tensors(path: Path):
+    if path.suffix == ".bin":
+        try:  # weights_only: a .bin is a pickle, and nothing in it may run code
+            yield from torch.load(path, map_location="cpu", weights_only=True).items()
+        except Exception as e:
+            raise CheckpointError(f"{path} is not a readable PyTorch weights file: {_first_line(e)}") from None
+        return
+    try:
+        with safe_open(path, framework="pt") as f:
+            for name in f.keys():
+                yield name, f.get_tensor(name)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({_first_line(e)}); download it again") from None
+
+
+_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")  # causal-mask buffers, not weights
+
+
+def _minigpt2_name(name: str) -> str | None:
+    """Official files have no prefix, save_pretrained's have "transformer."; both map to ours."""
+    name = name.removeprefix("transformer.")
+    if name == "lm_head.weight" or _BUFFER.fullmatch(name):
+        return None  # the head is tied to wte, and the mask is computed, not stored
+    return name
+
+
+def _check_tensors(model: GPT2, state: dict[str, torch.Tensor], path: Path) -> None:
+    expected = {name: p.shape for name, p in model.state_dict().items()}
+    problems = []
+    missing = [n for n in expected if n not in state]
+    unexpected = [n for n in state if n not in expected]
+    wrong = [f"{n} {tuple(state[n].shape)} (config says {tuple(s)})" for n, s in expected.items() if n in state and state[n].shape != s]
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if names:
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            problems.append(f"{label}: {', '.join(names[:3])}{more}")
+    if problems:
+        raise CheckpointError(f"{path} does not match its config.json ({'; '.join(problems)})")
+
+
+def check_device(device) -> torch.device:
+    """A torch.device that exists on this machine, or a clear error."""
+    try:
+        device = torch.device(device if device is not None else "cpu")
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {device!r}: {_first_line(e)}") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise ValueError(f"device {str(device)!r} is not available on this machine; use 'cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -1,0 +1,78 @@
+"""Checkpoints built here with transformers' own random init, and a hub cache filled as a download leaves it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from make_checkpoint import write_checkpoint  # noqa: E402
+
+LOGIT_TOLERANCE = 1e-4  # max abs difference of fp32 logits against transformers
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """Official layout, tiny shape, with its own trained byte-level BPE vocabulary."""
+    return write_checkpoint(tmp_path_factory.mktemp("tiny"), shape="tiny", tokenizer=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_saved_checkpoint(tmp_path_factory) -> Path:
+    """save_pretrained layout ("transformer." prefixed keys), tiny shape."""
+    return write_checkpoint(tmp_path_factory.mktemp("tiny-saved"), shape="tiny", layout="save_pretrained", seed=1)
+
+
+@pytest.fixture(scope="session")
+def medium_checkpoint(tmp_path_factory) -> Path:
+    """Official layout at the full gpt2-medium shape: 24 layers, 1024 wide, 16 heads, 1024 positions."""
+    return write_checkpoint(tmp_path_factory.mktemp("medium"), shape="gpt2-medium")
+
+
+def fill_hub_cache(hub_cache: Path, repo_id: str, files: dict[str, Path], commit: str, ref: str | None = "main") -> None:
+    """Lay files out as huggingface_hub's cache does after a download of `repo_id` at `commit`.
+
+    models--org--name/blobs/<etag> holds the content (sha256 for LFS files such as weights, the
+    git blob sha1 otherwise); snapshots/<commit>/<file> links to it; refs/<ref> names the commit.
+    """
+    repo_dir = hub_cache / f"models--{repo_id.replace('/', '--')}"
+    for name, source in files.items():
+        data = Path(source).read_bytes()
+        if name.endswith((".safetensors", ".bin")):
+            etag = hashlib.sha256(data).hexdigest()
+        else:
+            etag = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        blob = repo_dir / "blobs" / etag
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = repo_dir / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    if ref is not None:
+        (repo_dir / "refs").mkdir(exist_ok=True)
+        (repo_dir / "refs" / ref).write_text(commit)
+
+
+def run_python(code: str, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter, so that the hub's environment variables take effect from the start."""
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The loop script as a user runs it: python scripts/generate.py ARGS."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "generate.py"), *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,151 @@
+"""Loading: both file layouts, .bin and single files, no wasted work or memory, and clear refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_python
+from safetensors.torch import load_file, save_file
+
+from minigpt2 import GPT2, CheckpointError
+
+
+def copy_checkpoint(source, target):
+    shutil.copytree(source, target)
+    return target
+
+
+def test_both_layouts_and_a_bare_safetensors_file_load_the_same_weights(tiny_checkpoint, tmp_path):
+    official = GPT2.from_pretrained(tiny_checkpoint)
+    bare_file = GPT2.from_pretrained(tiny_checkpoint / "model.safetensors")
+    stored = load_file(tiny_checkpoint / "model.safetensors")
+    # Conv1D stores [in, out]; ours is nn.Linear's [out, in].
+    assert torch.equal(official.h[1].mlp.c_fc.weight, stored["h.1.mlp.c_fc.weight"].t())
+    assert torch.equal(official.h[0].attn.c_attn.bias, stored["h.0.attn.c_attn.bias"])  # a weight, not the mask
+    for a, b in zip(official.state_dict().values(), bare_file.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not official.training
+
+
+def test_pytorch_model_bin_loads_when_there_is_no_safetensors(tiny_checkpoint, tmp_path):
+    target = copy_checkpoint(tiny_checkpoint, tmp_path / "bin")
+    state = load_file(target / "model.safetensors")
+    (target / "model.safetensors").unlink()
+    torch.save(state, target / "pytorch_model.bin")
+    from_bin = GPT2.from_pretrained(target)
+    from_safetensors = GPT2.from_pretrained(tiny_checkpoint)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.equal(from_bin(ids), from_safetensors(ids))
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (print, ("this pickle ran code",))
+
+
+def test_a_bin_that_would_run_code_is_refused(tiny_checkpoint, tmp_path, capsys):
+    target = copy_checkpoint(tiny_checkpoint, tmp_path / "evil")
+    (target / "model.safetensors").unlink()
+    torch.save({"wte.weight": RunsCode()}, target / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch weights file"):
+        GPT2.from_pretrained(target)
+    assert "this pickle ran code" not in capsys.readouterr().out
+
+
+def test_loading_builds_no_random_weights(tiny_checkpoint, monkeypatch):
+    monkeypatch.setattr(GPT2, "_init_weights", lambda *a: pytest.fail("random init ran while loading"))
+    model = GPT2.from_pretrained(tiny_checkpoint)
+    assert not any(p.is_meta for p in model.parameters())
+
+
+def test_dtype_and_device(tiny_checkpoint):
+    model = GPT2.from_pretrained(tiny_checkpoint, dtype=torch.bfloat16, device="cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    reference = GPT2.from_pretrained(tiny_checkpoint)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        diff = (model(ids).float() - reference(ids)).abs().max().item()
+    print(f"\nbf16 vs fp32: max abs logit difference {diff:.3e}")
+    assert diff < 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak memory from Linux's /proc")
+def test_peak_memory_while_loading_gpt2_medium_shape(medium_checkpoint):
+    weights_bytes = sum(t.numel() * t.element_size() for n, t in load_file(medium_checkpoint / "model.safetensors").items() if not n.endswith("attn.bias"))
+    # VmHWM is this process's peak resident memory (ru_maxrss would carry the parent's peak over exec).
+    code = f"""
+import re, torch, minigpt2
+peak = lambda: int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+before = peak()
+model = minigpt2.GPT2.from_pretrained({str(medium_checkpoint)!r})
+with torch.no_grad():
+    model(torch.tensor([[1, 2, 3]]))  # touch every weight once
+print(peak() - before)
+"""
+    result = run_python(code, env={})
+    assert result.returncode == 0, result.stderr
+    growth = int(result.stdout.split()[-1])
+    print(f"\npeak memory growth while loading and running: {growth / 2**30:.2f} GiB for {weights_bytes / 2**30:.2f} GiB of weights")
+    assert growth <= 1.2 * weights_bytes
+
+
+def write_config(directory, **changes):
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+def rewrite_weights(directory, change):
+    state = load_file(directory / "model.safetensors")
+    change(state)
+    save_file(state, directory / "model.safetensors")
+
+
+@pytest.mark.parametrize(
+    "breakage, error, message",
+    [
+        (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]), CheckpointError, "not a readable safetensors file"),
+        (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 64), CheckpointError, "not a readable safetensors file"),
+        (lambda d: write_config(d, model_type="llama"), CheckpointError, "describes a 'llama' model, not GPT-2"),
+        (lambda d: write_config(d, activation_function="relu"), CheckpointError, "activation_function='relu'"),
+        (lambda d: (d / "config.json").write_text("{not json"), CheckpointError, "not a readable JSON config"),
+        (lambda d: (d / "config.json").unlink(), CheckpointError, "needs its config.json"),
+        (lambda d: (d / "model.safetensors").unlink(), CheckpointError, "has neither model.safetensors nor pytorch_model.bin"),
+        (lambda d: write_config(d, n_layer=3), CheckpointError, "missing: h.2.ln_1.weight"),
+        (lambda d: write_config(d, n_embd=96, n_head=4), CheckpointError, "wrong shape: wte.weight \\(1000, 64\\) \\(config says \\(1000, 96\\)\\)"),
+        (lambda d: rewrite_weights(d, lambda s: s.pop("h.1.mlp.c_proj.bias")), CheckpointError, "missing: h.1.mlp.c_proj.bias"),
+        (lambda d: rewrite_weights(d, lambda s: s.update(extra=torch.zeros(1))), CheckpointError, "unexpected: extra"),
+    ],
+)
+def test_broken_checkpoints_say_what_is_wrong(tiny_checkpoint, tmp_path, breakage, error, message):
+    target = copy_checkpoint(tiny_checkpoint, tmp_path / "broken")
+    breakage(target)
+    with pytest.raises(error, match=message):
+        GPT2.from_pretrained(target)
+
+
+@pytest.mark.parametrize(
+    "name, error, message",
+    [
+        ("./no/such/dir", FileNotFoundError, "no such file or directory"),
+        ("no such model", FileNotFoundError, "not a hub repo id"),
+    ],
+)
+def test_missing_paths(name, error, message):
+    with pytest.raises(error, match=message):
+        GPT2.from_pretrained(name)
+
+
+@pytest.mark.parametrize("device, message", [("cuda:7", "not available|does not exist"), ("tpu", "unknown device")])
+def test_devices_that_are_not_there(tiny_checkpoint, device, message):
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    with pytest.raises(ValueError, match=message):
+        GPT2.from_pretrained(tiny_checkpoint, device=device)

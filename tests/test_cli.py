@@ -1,0 +1,75 @@
+"""The loop script as users run it: output on stdout, and one clear line on stderr for bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import run_cli
+
+
+def test_prints_the_greedy_continuation(tiny_checkpoint):
+    result = run_cli("Once upon a time", "--model", str(tiny_checkpoint), "--max-new-tokens", "20")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Once upon a time") and len(result.stdout) > len("Once upon a time\n")
+    assert result.stderr == ""  # progress goes to a terminal only
+    plain = run_cli("Once upon a time", "--model", str(tiny_checkpoint), "--max-new-tokens", "20", "--no-cache")
+    assert plain.stdout == result.stdout
+
+
+def test_max_length_and_several_sequences(tiny_checkpoint):
+    result = run_cli(
+        "Hello", "--model", str(tiny_checkpoint), "--max-length", "12", "--num-return-sequences", "2", "--seed", "3"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line[:3] for line in lines] == ["0: ", "1: "]
+    assert lines[0][3:] == lines[1][3:]  # greedy rows are identical, as in transformers
+
+
+def test_help():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for option in ("--model", "--max-new-tokens", "--max-length", "--num-return-sequences", "--device", "--dtype", "--no-cache", "--seed"):
+        assert option in result.stdout
+
+
+def corrupt(directory):
+    path = directory / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def not_gpt2(directory):
+    path = directory / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "model_type": "bert"}))
+
+
+@pytest.mark.parametrize(
+    "args, breakage, env, message",
+    [
+        (["--model", "./does/not/exist"], None, {}, "no such file or directory"),
+        (["--model", "{ckpt}"], corrupt, {}, "not a readable safetensors file"),
+        (["--model", "{ckpt}"], not_gpt2, {}, "describes a 'bert' model, not GPT-2"),
+        (["--model", "{ckpt}", "--max-new-tokens", "500"], None, {}, "longer than the model's context (128)"),
+        (["--model", "{ckpt}", "--max-length", "2"], None, {}, "max_length (2) is shorter than the prompt"),
+        (["--model", "gpt2-medium"], None, {"HF_HUB_OFFLINE": "1"}, "not in the local hub cache and the hub cannot be reached"),
+        (["--model", "{ckpt}", "--device", "cuda:9"], None, {"CUDA_VISIBLE_DEVICES": ""}, "is not available on this machine"),
+        (["--model", "{ckpt}", "--max-new-tokens", "-4"], None, {}, "argument --max-new-tokens: expected a whole number"),
+        (["--model", "{ckpt}", "--max-new-tokens", "3", "--max-length", "9"], None, {}, "not allowed with argument"),
+        (["--model", "{ckpt}", "--dtype", "float8"], None, {}, "argument --dtype: invalid choice"),
+        (["--model", "{ckpt}", "--num-return-sequences", "0"], None, {}, "argument --num-return-sequences"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_line_and_no_traceback(tiny_checkpoint, tmp_path, args, breakage, env, message):
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    if breakage:
+        breakage(checkpoint)
+    env = {"HF_HOME": str(tmp_path / "empty-hf-home"), **env}
+    result = run_cli("Once upon a time", *[a.replace("{ckpt}", str(checkpoint)) for a in args], env=env)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("minigpt2: error: ") and message in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,80 @@
+"""The official weights (gpt2, gpt2-medium) against transformers.
+
+Runs when the checkpoint is in the local hub cache, or when MINIGPT2_OFFICIAL=1 asks for a
+download; skipped otherwise, with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from conftest import LOGIT_TOLERANCE
+from huggingface_hub import try_to_load_from_cache
+from make_checkpoint import SAMPLE_TEXTS
+from transformers import GPT2LMHeadModel, GPT2Tokenizer
+
+from minigpt2 import GPT2, Tokenizer
+from minigpt2.checkpoint import OFFICIAL_REPOS
+
+FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
+
+
+def official(name):
+    repo = OFFICIAL_REPOS[name]
+    cached = all(isinstance(try_to_load_from_cache(repo, f), str) for f in FILES)
+    run = cached or os.environ.get("MINIGPT2_OFFICIAL") == "1"
+    reason = f"{repo} is not in the local hub cache; set MINIGPT2_OFFICIAL=1 to download it and run this test"
+    return pytest.param(name, marks=pytest.mark.skipif(not run, reason=reason))
+
+
+NAMES = [official("gpt2"), official("gpt2-medium")]
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    cache = {}
+
+    def load(name):
+        if name not in cache:
+            repo = OFFICIAL_REPOS[name]
+            cache[name] = (
+                GPT2.from_pretrained(name),
+                GPT2LMHeadModel.from_pretrained(repo).eval(),
+                Tokenizer.from_pretrained(name),
+                GPT2Tokenizer.from_pretrained(repo),
+            )
+        return cache[name]
+
+    return load
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tokenizer(name, loaded):
+    _, _, ours, reference = loaded(name)
+    assert ours.encode("Once upon a time") == [7454, 2402, 257, 640]
+    assert ours.eos_token_id == 50256
+    for text in SAMPLE_TEXTS:
+        assert ours.encode(text) == reference.encode(text)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_logits(name, loaded):
+    ours, reference, tokenizer, _ = loaded(name)
+    for text in SAMPLE_TEXTS:
+        ids = torch.tensor([tokenizer.encode(text)])
+        with torch.no_grad():
+            diff = (ours(ids) - reference(ids).logits).abs().max().item()
+        print(f"\n{name}: max abs logit difference {diff:.3e} on {text[:30]!r}")
+        assert diff <= LOGIT_TOLERANCE
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_greedy_continuation_of_once_upon_a_time(name, loaded):
+    ours, reference, tokenizer, _ = loaded(name)
+    ids = torch.tensor([tokenizer.encode("Once upon a time")])
+    expected = reference.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=40, do_sample=False, pad_token_id=50256)
+    got = ours.generate(ids, max_new_tokens=40, eos_token_id=50256)
+    print(f"\n{name}: {tokenizer.decode(got[0])!r}")
+    assert got.tolist() == expected.tolist()

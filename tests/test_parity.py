@@ -1,0 +1,69 @@
+"""Logits and greedy tokens against transformers' GPT2LMHeadModel, loaded from the same files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import LOGIT_TOLERANCE
+from transformers import GPT2LMHeadModel
+
+from minigpt2 import GPT2
+
+NEW_TOKENS = 40
+
+
+def load_both(path):
+    return GPT2.from_pretrained(path), GPT2LMHeadModel.from_pretrained(path).eval()
+
+
+def max_logit_difference(ours, reference, input_ids) -> float:
+    with torch.no_grad():
+        return (ours(input_ids) - reference(input_ids).logits).abs().max().item()
+
+
+def reference_greedy(reference, input_ids, eos_token_id):
+    return reference.generate(
+        input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        max_new_tokens=NEW_TOKENS,
+        do_sample=False,
+        eos_token_id=eos_token_id,
+        pad_token_id=eos_token_id,
+    )
+
+
+@pytest.mark.parametrize("layout", ["tiny_checkpoint", "tiny_saved_checkpoint"])
+def test_logits_match_transformers_tiny(layout, request):
+    ours, reference = load_both(request.getfixturevalue(layout))
+    input_ids = torch.randint(0, ours.config.vocab_size, (3, 50), generator=torch.Generator().manual_seed(0))
+    diff = max_logit_difference(ours, reference, input_ids)
+    print(f"\n{layout}: max abs logit difference {diff:.3e} (tolerance {LOGIT_TOLERANCE:.0e})")
+    assert diff <= LOGIT_TOLERANCE
+
+
+def test_greedy_matches_transformers_tiny(tiny_checkpoint):
+    ours, reference = load_both(tiny_checkpoint)
+    eos = ours.config.eos_token_id
+    input_ids = torch.randint(0, eos, (4, 7), generator=torch.Generator().manual_seed(1))
+    expected = reference_greedy(reference, input_ids, eos)
+    for use_cache in (True, False):
+        got = ours.generate(input_ids, max_new_tokens=NEW_TOKENS, eos_token_id=eos, use_cache=use_cache)
+        assert got.tolist() == expected.tolist(), f"use_cache={use_cache}"
+
+
+@pytest.mark.slow
+def test_gpt2_medium_shape_logits_and_greedy(medium_checkpoint):
+    ours, reference = load_both(medium_checkpoint)
+    assert (ours.config.n_layer, ours.config.n_embd, ours.config.n_head, ours.config.n_positions) == (24, 1024, 16, 1024)
+    input_ids = torch.randint(0, 50257, (1, 64), generator=torch.Generator().manual_seed(2))
+    diff = max_logit_difference(ours, reference, input_ids)
+    print(f"\ngpt2-medium shape: max abs logit difference {diff:.3e} (tolerance {LOGIT_TOLERANCE:.0e})")
+    assert diff <= LOGIT_TOLERANCE
+
+    prompt = input_ids[:, :8]
+    expected = reference_greedy(reference, prompt, eos_token_id=50256)
+    cached = ours.generate(prompt, max_new_tokens=NEW_TOKENS, eos_token_id=50256)
+    plain = ours.generate(prompt, max_new_tokens=NEW_TOKENS, eos_token_id=50256, use_cache=False)
+    assert cached.tolist() == expected.tolist()
+    assert plain.tolist() == cached.tolist()
+    assert cached.size(1) == prompt.size(1) + NEW_TOKENS  # no eos: all 40 tokens were compared
