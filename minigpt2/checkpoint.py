@@ -8,6 +8,7 @@ everywhere else); a path that exists is read where it is.
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -55,8 +56,11 @@ def load_model(name_or_path: str, *, device=None, dtype=None, revision: str | No
 
 def find_file(name_or_path: str, filename: str, revision: str | None = None, *, required: bool = False) -> Path | None:
     """`filename` from a local checkpoint (a directory, or the folder of a weights file) or a hub repo."""
+    name_or_path = str(name_or_path)
     local = Path(name_or_path).expanduser()
     if local.exists():
+        if revision is not None:
+            raise ValueError(f"revision {revision!r} applies to hub repos, and {name_or_path} is a local path")
         found = (local.parent if local.is_file() else local) / filename
         if found.is_file():
             return found
@@ -79,12 +83,14 @@ def _hub_file(repo: str, filename: str, revision: str | None, required: bool) ->
             f"{filename} of {at} is not in the local hub cache and the hub cannot be reached (no network, or "
             "HF_HUB_OFFLINE is set); connect once to download it, or pass a local checkpoint directory"
         ) from None
-    except EntryNotFoundError:  # after LocalEntryNotFoundError, its subclass: the hub says there is no such file
+    except EntryNotFoundError:  # the hub answered: no such file (the offline case, a subclass, is caught above)
         if required:
             raise CheckpointError(f"the hub repo {at} has no {filename}; is it a GPT-2 checkpoint?") from None
         return None
     except RevisionNotFoundError:
-        raise CheckpointError(f"the hub repo {repo} has no revision {revision!r}; check the branch, tag or commit") from None
+        raise CheckpointError(
+            f"the hub repo {repo} has no revision {revision!r}; check the branch, tag or commit"
+        ) from None
     except RepositoryNotFoundError:
         raise CheckpointError(
             f"{repo!r} is neither a local path nor a model repo on the hub (private or gated repos need "
@@ -97,6 +103,10 @@ def _hub_file(repo: str, filename: str, revision: str | None, required: bool) ->
 def _weights_file(name_or_path: str, revision: str | None) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_file():
+        if path.suffix not in (".safetensors", ".bin"):
+            raise CheckpointError(
+                f"{path} is not a weights file; give a .safetensors or .bin file, or a checkpoint directory"
+            )
         return path
     for filename in WEIGHT_FILES:
         found = find_file(name_or_path, filename, revision)
@@ -113,7 +123,9 @@ def read_config(path: Path) -> GPT2Config:
         raise CheckpointError(f"{path} is not a readable JSON config: {_first_line(e)}") from None
     if not isinstance(raw, dict) or raw.get("model_type") != "gpt2":
         kind = raw.get("model_type") if isinstance(raw, dict) else None
-        raise CheckpointError(f"{path} describes a {kind!r} model, not GPT-2 (model_type 'gpt2'); minigpt2 loads GPT-2 only")
+        raise CheckpointError(
+            f"{path} describes a {kind!r} model, not GPT-2 (model_type 'gpt2'); minigpt2 loads GPT-2 only"
+        )
     unsupported = {
         "activation_function": raw.get("activation_function", "gelu_new") not in _GELU,
         "add_cross_attention": raw.get("add_cross_attention", False),
@@ -163,16 +175,21 @@ def read_weights(path: Path, *, device=None, dtype=None) -> dict[str, torch.Tens
 def _read_tensors(path: Path):
     if path.suffix == ".bin":
         try:  # weights_only: a .bin is a pickle, and nothing in it may run code
-            yield from torch.load(path, map_location="cpu", weights_only=True).items()
-        except Exception as e:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
             raise CheckpointError(f"{path} is not a readable PyTorch weights file: {_first_line(e)}") from None
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path} holds a {type(state).__name__}, not a dictionary of tensors")
+        yield from state.items()
         return
     try:
         with safe_open(path, framework="pt") as f:
             for name in f.keys():
                 yield name, f.get_tensor(name)
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({_first_line(e)}); download it again") from None
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({_first_line(e)}); download it again"
+        ) from None
 
 
 _BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")  # causal-mask buffers, not weights
@@ -191,7 +208,11 @@ def _check_tensors(model: GPT2, state: dict[str, torch.Tensor], path: Path) -> N
     problems = []
     missing = [n for n in expected if n not in state]
     unexpected = [n for n in state if n not in expected]
-    wrong = [f"{n} {tuple(state[n].shape)} (config says {tuple(s)})" for n, s in expected.items() if n in state and state[n].shape != s]
+    wrong = [
+        f"{n} {tuple(state[n].shape)} (config says {tuple(s)})"
+        for n, s in expected.items()
+        if n in state and state[n].shape != s
+    ]
     for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
         if names:
             more = f" and {len(names) - 3} more" if len(names) > 3 else ""

@@ -29,8 +29,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive_int(text: str) -> int:
-    value = int(text) if text.lstrip("-").isdigit() else None
-    if value is None or value < 1:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return value
 
@@ -42,19 +45,35 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("prompt", nargs="?", default="Once upon a time", help='text to continue (default: "Once upon a time")')
     p.add_argument(
-        "--model", default="gpt2-medium", help="official name (gpt2, gpt2-medium, ...), hub repo org/name, or local path"
+        "prompt", nargs="?", default="Once upon a time", help='text to continue (default: "Once upon a time")'
     )
-    p.add_argument("--revision", help="hub branch, tag or commit to load (default: main)")
+    p.add_argument(
+        "--model",
+        metavar="NAME_OR_PATH",
+        default="gpt2-medium",
+        help="official name (gpt2, gpt2-medium, ...), hub repo org/name, or local path",
+    )
+    p.add_argument("--revision", metavar="REV", help="hub branch, tag or commit to load (default: main)")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--max-new-tokens", type=_positive_int, help=f"tokens to add (default: {DEFAULT_NEW_TOKENS})")
-    length.add_argument("--max-length", type=_positive_int, help="total length in tokens, prompt included")
-    p.add_argument("--num-return-sequences", type=_positive_int, default=1, help="rows to generate (default: 1)")
+    length.add_argument(
+        "--max-new-tokens", metavar="N", type=_positive_int, help=f"tokens to add (default: {DEFAULT_NEW_TOKENS})"
+    )
+    length.add_argument("--max-length", metavar="N", type=_positive_int, help="total length in tokens, prompt included")
+    p.add_argument(
+        "--num-return-sequences", metavar="K", type=_positive_int, default=1, help="rows to generate (default: 1)"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' dtype (default: float32)")
-    p.add_argument("--no-cache", action="store_true", help="feed the whole sequence every step instead of using the KV cache")
-    p.add_argument("--seed", type=int, help="seed torch's random generator (greedy decoding itself uses no randomness)")
+    p.add_argument(
+        "--no-cache", action="store_true", help="feed the whole sequence every step instead of using the KV cache"
+    )
+    p.add_argument(
+        "--seed",
+        metavar="N",
+        type=int,
+        help="seed torch's random generator (greedy decoding itself uses no randomness)",
+    )
     return p
 
 
@@ -65,9 +84,13 @@ def run(args: argparse.Namespace) -> None:
     _status(f"loading {args.model} ...")
     tokenizer = Tokenizer.from_pretrained(args.model, revision=args.revision)
     model = GPT2.from_pretrained(args.model, device=args.device, dtype=DTYPES[args.dtype], revision=args.revision)
-    _status(f"loaded {model.num_params() / 1e6:.1f}M parameters in {time.perf_counter() - started:.1f}s; generating ...")
+    _status(
+        f"loaded {model.num_params() / 1e6:.1f}M parameters in {time.perf_counter() - started:.1f}s; generating ..."
+    )
 
-    prompt = tokenizer.encode(args.prompt) or [tokenizer.eos_token_id]  # empty prompt: start from eos, as transformers
+    prompt = tokenizer.encode(args.prompt)
+    if not prompt and tokenizer.eos_token_id is not None:
+        prompt = [tokenizer.eos_token_id]  # an empty prompt starts from the eos token, as in transformers
     if args.max_length is None and args.max_new_tokens is None:
         args.max_new_tokens = DEFAULT_NEW_TOKENS
     output = model.generate(

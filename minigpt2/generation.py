@@ -30,7 +30,7 @@ def generate(
     so n can be smaller than the number of new tokens asked for.
     """
     _check_ids(input_ids, model.config.vocab_size)
-    B, T = input_ids.shape
+    T = input_ids.size(1)
     total = _total_length(T, max_new_tokens, max_length)
     if total > model.config.n_positions:
         raise ValueError(

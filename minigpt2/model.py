@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .generation import generate
+from . import generation
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class GPT2Config:
         return self.n_inner or 4 * self.n_embd
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "GPT2Config":
+    def preset(cls, name: str, **overrides) -> GPT2Config:
         """The shape of an official checkpoint, e.g. GPT2Config.preset("gpt2-medium")."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
@@ -94,13 +94,14 @@ class CausalSelfAttention(nn.Module):
             cached_keys[:, :, start : start + T] = k
             cached_values[:, :, start : start + T] = v
             k, v = cached_keys[:, :, : start + T], cached_values[:, :, : start + T]  # [B, H, S, D]
-        y = F.scaled_dot_product_attention(q, k, v, **_causal(T, start, x.device))  # [B, H, T, D]
+        y = F.scaled_dot_product_attention(q, k, v, **_causal_mask(T, start, x.device))  # [B, H, T, D]
         y = y.transpose(1, 2).reshape(B, T, C)  # heads side by side again
         return self.c_proj(y)
 
 
-def _causal(T: int, start: int, device) -> dict:
-    """The causal mask for T queries at positions start.. over keys at positions 0..start+T-1."""
+def _causal_mask(T: int, start: int, device) -> dict:
+    """scaled_dot_product_attention's arguments that let T queries at positions start..start+T-1
+    see the keys at positions 0..start+T-1 up to their own position and no further."""
     if T == 1:
         return {}  # a single newest token may see every key
     if start == 0:
@@ -137,6 +138,8 @@ class Block(nn.Module):
 
 
 class GPT2(nn.Module):
+    """Embeddings, n_layer blocks, a final LayerNorm, and an LM head tied to the token embedding."""
+
     def __init__(self, config: GPT2Config):
         super().__init__()
         self.config = config
@@ -158,7 +161,7 @@ class GPT2(nn.Module):
             nn.init.normal_(module.c_proj.weight, std=0.02 / math.sqrt(2 * self.config.n_layer))
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, *, device=None, dtype=None, revision: str | None = None) -> "GPT2":
+    def from_pretrained(cls, name_or_path: str, *, device=None, dtype=None, revision: str | None = None) -> GPT2:
         """Load an official checkpoint by name ("gpt2-medium"), a hub repo ("org/name"), or a local path."""
         from .checkpoint import load_model  # here, not at the top: checkpoint.py imports this module
 
@@ -170,10 +173,12 @@ class GPT2(nn.Module):
         With a cache, input_ids continue the tokens already in it, and their keys and values are
         stored for the next call.
         """
-        B, T = input_ids.shape
+        T = input_ids.size(1)
         start = cache.length if cache is not None else 0
         if start + T > self.config.n_positions:
             raise ValueError(f"sequence of {start + T} tokens is longer than the context ({self.config.n_positions})")
+        if cache is not None and start + T > cache.max_len:
+            raise ValueError(f"sequence of {start + T} tokens does not fit the cache ({cache.max_len} tokens)")
         positions = torch.arange(start, start + T, device=input_ids.device)  # [T]
         x = self.wte(input_ids) + self.wpe(positions)  # [B, T, C]
         for i, block in enumerate(self.h):
@@ -189,9 +194,8 @@ class GPT2(nn.Module):
         w = self.wte.weight
         return KVCache(self.config, batch_size, max_len or self.config.n_positions, device=w.device, dtype=w.dtype)
 
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int | None = None, **kwargs) -> torch.Tensor:
-        """Greedy continuation of input_ids [B, T]; see minigpt2.generation.generate."""
-        return generate(self, input_ids, max_new_tokens=max_new_tokens, **kwargs)
+    # model.generate(input_ids, max_new_tokens=...): the loop in minigpt2/generation.py.
+    generate = generation.generate
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -6,6 +6,7 @@ from the checkpoint's files instead makes the tokenizer work from the same cache
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -36,25 +37,31 @@ class Tokenizer:
             else:
                 special[token] = i
         if len(ranks) != len(mergeable):
-            raise CheckpointError("vocab.json lacks tokens that merges.txt produces; the two files do not belong together")
+            raise CheckpointError(
+                "vocab.json lacks tokens that merges.txt produces; the two files do not belong together"
+            )
         # tiktoken merges the pair whose result has the lowest id, GPT-2 the earliest merge: the
         # same thing when merged tokens are numbered in merge order, as GPT-2 vocabularies are.
         merged_ids = [ranks[b] for b in merged]
-        if any(a >= b for a, b in zip(merged_ids, merged_ids[1:])):
-            raise CheckpointError("vocab.json does not number merged tokens in merges.txt's order; not a GPT-2 vocabulary")
-        self._encoding = tiktoken.Encoding("minigpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=special)
+        if any(a >= b for a, b in itertools.pairwise(merged_ids)):
+            raise CheckpointError(
+                "vocab.json does not number merged tokens in merges.txt's order; not a GPT-2 vocabulary"
+            )
+        self._encoding = tiktoken.Encoding(
+            "minigpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=special
+        )
         self.eos_token_id: int | None = vocab.get(eos_token)
         self.vocab_size = len(vocab)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, *, revision: str | None = None) -> "Tokenizer":
+    def from_pretrained(cls, name_or_path: str, *, revision: str | None = None) -> Tokenizer:
         """The tokenizer of a checkpoint: an official name, a hub repo, or a local path."""
         vocab_path = find_file(name_or_path, "vocab.json", revision, required=True)
         merges_path = find_file(name_or_path, "merges.txt", revision, required=True)
         return cls.from_files(vocab_path, merges_path)
 
     @classmethod
-    def from_files(cls, vocab_path: Path, merges_path: Path) -> "Tokenizer":
+    def from_files(cls, vocab_path: Path, merges_path: Path) -> Tokenizer:
         try:
             vocab = json.loads(Path(vocab_path).read_text(encoding="utf-8"))
             lines = Path(merges_path).read_text(encoding="utf-8").splitlines()
@@ -71,7 +78,12 @@ class Tokenizer:
 
     def decode(self, ids) -> str:
         """Text of token ids; bytes that do not form valid UTF-8 (a character cut in two) become U+FFFD."""
-        return self._encoding.decode_bytes([int(i) for i in ids]).decode("utf-8", errors="replace")
+        try:
+            data = self._encoding.decode_bytes([int(i) for i in ids])
+        except (KeyError, OverflowError):
+            unknown = [int(i) for i in ids if not 0 <= int(i) < self.vocab_size]
+            raise ValueError(f"token ids {unknown[:5]} are not in this vocabulary (0..{self.vocab_size - 1})") from None
+        return data.decode("utf-8", errors="replace")
 
 
 def _byte_decoder() -> dict[str, int]:

@@ -28,6 +28,8 @@ from transformers import GPT2LMHeadModel  # noqa: E402
 from minigpt2 import GPT2  # noqa: E402
 from minigpt2.checkpoint import OFFICIAL_REPOS  # noqa: E402
 
+PROMPT_TOKENS = 8
+
 
 def tokens_per_second(generate, new_tokens: int) -> float:
     started = time.perf_counter()
@@ -35,9 +37,6 @@ def tokens_per_second(generate, new_tokens: int) -> float:
     elapsed = time.perf_counter() - started
     assert out.size(1) - PROMPT_TOKENS == new_tokens, "generation stopped early; the rate would be wrong"
     return new_tokens / elapsed
-
-
-PROMPT_TOKENS = 8
 
 
 def main(argv=None) -> int:
@@ -51,7 +50,9 @@ def main(argv=None) -> int:
         path = args.model or str(write_checkpoint(Path(scratch), shape="gpt2-medium"))
         ours = GPT2.from_pretrained(path)
         reference = GPT2LMHeadModel.from_pretrained(OFFICIAL_REPOS.get(path, path)).eval()
-        prompt = torch.randint(0, ours.config.vocab_size - 1, (1, PROMPT_TOKENS), generator=torch.Generator().manual_seed(0))
+        prompt = torch.randint(
+            0, ours.config.vocab_size - 1, (1, PROMPT_TOKENS), generator=torch.Generator().manual_seed(0)
+        )
         n = args.new_tokens
 
         def run_ours():
@@ -60,7 +61,12 @@ def main(argv=None) -> int:
         def run_reference():
             with torch.inference_mode():
                 return reference.generate(
-                    prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0
+                    prompt,
+                    attention_mask=torch.ones_like(prompt),
+                    max_new_tokens=n,
+                    min_new_tokens=n,
+                    do_sample=False,
+                    pad_token_id=0,
                 )
 
         run_ours(), run_reference()  # warm-up

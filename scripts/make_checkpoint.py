@@ -85,7 +85,9 @@ def train_tokenizer(out_dir: Path, vocab_size: int) -> int:
 
     from tokenizers import ByteLevelBPETokenizer
 
-    corpus = SAMPLE_TEXTS + [Path(m.__file__).read_text(encoding="utf-8") for m in (argparse, json.decoder, textwrap, tokenize)]
+    corpus = SAMPLE_TEXTS + [
+        Path(m.__file__).read_text(encoding="utf-8") for m in (argparse, json.decoder, textwrap, tokenize)
+    ]
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(corpus, vocab_size=vocab_size - 1, min_frequency=1, show_progress=False)
     bpe.save_model(str(out_dir))
@@ -116,7 +118,9 @@ def write_checkpoint(
         return out_dir
     n = config["n_positions"]
     causal_mask = torch.tril(torch.ones(n, n)).view(1, 1, n, n)
-    state = {k.removeprefix("transformer."): v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    state = {
+        k.removeprefix("transformer."): v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"
+    }
     state.update({f"h.{i}.attn.bias": causal_mask.clone() for i in range(config["n_layer"])})
     save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -131,7 +135,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tokenizer", action="store_true", help="also train and write vocab.json + merges.txt")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    path = write_checkpoint(args.out_dir, shape=args.shape, layout=args.layout, tokenizer=args.tokenizer, seed=args.seed)
+    path = write_checkpoint(
+        args.out_dir, shape=args.shape, layout=args.layout, tokenizer=args.tokenizer, seed=args.seed
+    )
     print(path)
     return 0
 

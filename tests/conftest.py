@@ -36,7 +36,9 @@ def medium_checkpoint(tmp_path_factory) -> Path:
     return write_checkpoint(tmp_path_factory.mktemp("medium"), shape="gpt2-medium")
 
 
-def fill_hub_cache(hub_cache: Path, repo_id: str, files: dict[str, Path], commit: str, ref: str | None = "main") -> None:
+def fill_hub_cache(
+    hub_cache: Path, repo_id: str, files: dict[str, Path], commit: str, ref: str | None = "main"
+) -> None:
     """Lay files out as huggingface_hub's cache does after a download of `repo_id` at `commit`.
 
     models--org--name/blobs/<etag> holds the content (sha256 for LFS files such as weights, the

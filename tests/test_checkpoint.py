@@ -26,7 +26,7 @@ def test_both_layouts_and_a_bare_safetensors_file_load_the_same_weights(tiny_che
     # Conv1D stores [in, out]; ours is nn.Linear's [out, in].
     assert torch.equal(official.h[1].mlp.c_fc.weight, stored["h.1.mlp.c_fc.weight"].t())
     assert torch.equal(official.h[0].attn.c_attn.bias, stored["h.0.attn.c_attn.bias"])  # a weight, not the mask
-    for a, b in zip(official.state_dict().values(), bare_file.state_dict().values()):
+    for a, b in zip(official.state_dict().values(), bare_file.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert not official.training
 
@@ -77,7 +77,11 @@ def test_dtype_and_device(tiny_checkpoint):
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak memory from Linux's /proc")
 def test_peak_memory_while_loading_gpt2_medium_shape(medium_checkpoint):
-    weights_bytes = sum(t.numel() * t.element_size() for n, t in load_file(medium_checkpoint / "model.safetensors").items() if not n.endswith("attn.bias"))
+    weights_bytes = sum(
+        t.numel() * t.element_size()
+        for n, t in load_file(medium_checkpoint / "model.safetensors").items()
+        if not n.endswith("attn.bias")
+    )
     # VmHWM is this process's peak resident memory (ru_maxrss would carry the parent's peak over exec).
     code = f"""
 import re, torch, minigpt2
@@ -91,7 +95,10 @@ print(peak() - before)
     result = run_python(code, env={})
     assert result.returncode == 0, result.stderr
     growth = int(result.stdout.split()[-1])
-    print(f"\npeak memory growth while loading and running: {growth / 2**30:.2f} GiB for {weights_bytes / 2**30:.2f} GiB of weights")
+    gib = 2**30
+    print(
+        f"\npeak memory growth on load + forward: {growth / gib:.2f} GiB for {weights_bytes / gib:.2f} GiB of weights"
+    )
     assert growth <= 1.2 * weights_bytes
 
 
@@ -111,16 +118,36 @@ def rewrite_weights(directory, change):
 @pytest.mark.parametrize(
     "breakage, error, message",
     [
-        (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]), CheckpointError, "not a readable safetensors file"),
-        (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 64), CheckpointError, "not a readable safetensors file"),
+        (
+            lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]),
+            CheckpointError,
+            "not a readable safetensors file",
+        ),
+        (
+            lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 64),
+            CheckpointError,
+            "not a readable safetensors file",
+        ),
         (lambda d: write_config(d, model_type="llama"), CheckpointError, "describes a 'llama' model, not GPT-2"),
         (lambda d: write_config(d, activation_function="relu"), CheckpointError, "activation_function='relu'"),
         (lambda d: (d / "config.json").write_text("{not json"), CheckpointError, "not a readable JSON config"),
         (lambda d: (d / "config.json").unlink(), CheckpointError, "needs its config.json"),
-        (lambda d: (d / "model.safetensors").unlink(), CheckpointError, "has neither model.safetensors nor pytorch_model.bin"),
+        (
+            lambda d: (d / "model.safetensors").unlink(),
+            CheckpointError,
+            "has neither model.safetensors nor pytorch_model.bin",
+        ),
         (lambda d: write_config(d, n_layer=3), CheckpointError, "missing: h.2.ln_1.weight"),
-        (lambda d: write_config(d, n_embd=96, n_head=4), CheckpointError, "wrong shape: wte.weight \\(1000, 64\\) \\(config says \\(1000, 96\\)\\)"),
-        (lambda d: rewrite_weights(d, lambda s: s.pop("h.1.mlp.c_proj.bias")), CheckpointError, "missing: h.1.mlp.c_proj.bias"),
+        (
+            lambda d: write_config(d, n_embd=96, n_head=4),
+            CheckpointError,
+            "wrong shape: wte.weight \\(1000, 64\\) \\(config says \\(1000, 96\\)\\)",
+        ),
+        (
+            lambda d: rewrite_weights(d, lambda s: s.pop("h.1.mlp.c_proj.bias")),
+            CheckpointError,
+            "missing: h.1.mlp.c_proj.bias",
+        ),
         (lambda d: rewrite_weights(d, lambda s: s.update(extra=torch.zeros(1))), CheckpointError, "unexpected: extra"),
     ],
 )
@@ -141,6 +168,13 @@ def test_broken_checkpoints_say_what_is_wrong(tiny_checkpoint, tmp_path, breakag
 def test_missing_paths(name, error, message):
     with pytest.raises(error, match=message):
         GPT2.from_pretrained(name)
+
+
+def test_local_paths_take_no_revision_and_only_weights_files(tiny_checkpoint):
+    with pytest.raises(ValueError, match="applies to hub repos"):
+        GPT2.from_pretrained(tiny_checkpoint, revision="main")
+    with pytest.raises(CheckpointError, match="is not a weights file"):
+        GPT2.from_pretrained(tiny_checkpoint / "config.json")
 
 
 @pytest.mark.parametrize("device, message", [("cuda:7", "not available|does not exist"), ("tpu", "unknown device")])

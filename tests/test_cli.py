@@ -31,7 +31,16 @@ def test_max_length_and_several_sequences(tiny_checkpoint):
 def test_help():
     result = run_cli("--help")
     assert result.returncode == 0
-    for option in ("--model", "--max-new-tokens", "--max-length", "--num-return-sequences", "--device", "--dtype", "--no-cache", "--seed"):
+    for option in (
+        "--model",
+        "--max-new-tokens",
+        "--max-length",
+        "--num-return-sequences",
+        "--device",
+        "--dtype",
+        "--no-cache",
+        "--seed",
+    ):
         assert option in result.stdout
 
 
@@ -53,15 +62,32 @@ def not_gpt2(directory):
         (["--model", "{ckpt}"], not_gpt2, {}, "describes a 'bert' model, not GPT-2"),
         (["--model", "{ckpt}", "--max-new-tokens", "500"], None, {}, "longer than the model's context (128)"),
         (["--model", "{ckpt}", "--max-length", "2"], None, {}, "max_length (2) is shorter than the prompt"),
-        (["--model", "gpt2-medium"], None, {"HF_HUB_OFFLINE": "1"}, "not in the local hub cache and the hub cannot be reached"),
-        (["--model", "{ckpt}", "--device", "cuda:9"], None, {"CUDA_VISIBLE_DEVICES": ""}, "is not available on this machine"),
-        (["--model", "{ckpt}", "--max-new-tokens", "-4"], None, {}, "argument --max-new-tokens: expected a whole number"),
+        (
+            ["--model", "gpt2-medium"],
+            None,
+            {"HF_HUB_OFFLINE": "1"},
+            "not in the local hub cache and the hub cannot be reached",
+        ),
+        (
+            ["--model", "{ckpt}", "--device", "cuda:9"],
+            None,
+            {"CUDA_VISIBLE_DEVICES": ""},
+            "is not available on this machine",
+        ),
+        (
+            ["--model", "{ckpt}", "--max-new-tokens", "-4"],
+            None,
+            {},
+            "argument --max-new-tokens: expected a whole number",
+        ),
         (["--model", "{ckpt}", "--max-new-tokens", "3", "--max-length", "9"], None, {}, "not allowed with argument"),
         (["--model", "{ckpt}", "--dtype", "float8"], None, {}, "argument --dtype: invalid choice"),
         (["--model", "{ckpt}", "--num-return-sequences", "0"], None, {}, "argument --num-return-sequences"),
     ],
 )
-def test_bad_input_exits_non_zero_with_one_line_and_no_traceback(tiny_checkpoint, tmp_path, args, breakage, env, message):
+def test_bad_input_exits_non_zero_with_one_line_and_no_traceback(
+    tiny_checkpoint, tmp_path, args, breakage, env, message
+):
     checkpoint = tmp_path / "checkpoint"
     shutil.copytree(tiny_checkpoint, checkpoint)
     if breakage:

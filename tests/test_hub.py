@@ -22,12 +22,17 @@ def hub_home(tmp_path, tiny_checkpoint, tiny_saved_checkpoint):
     files = {name: tiny_checkpoint / name for name in FILES}
     fill_hub_cache(hub, "openai-community/gpt2-medium", files, commit=MAIN)
     fill_hub_cache(hub, "someone/tiny-gpt2", files, commit=MAIN)
-    older = {**files, "config.json": tiny_saved_checkpoint / "config.json", "model.safetensors": tiny_saved_checkpoint / "model.safetensors"}
+    older = {
+        **files,
+        "config.json": tiny_saved_checkpoint / "config.json",
+        "model.safetensors": tiny_saved_checkpoint / "model.safetensors",
+    }
     fill_hub_cache(hub, "openai-community/gpt2-medium", older, commit=OLDER, ref=None)
     return {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
 
 
-LOAD_BY_NAME = """
+LOAD_BY_NAME = (
+    """
 import json, torch
 from minigpt2 import GPT2, Tokenizer
 from minigpt2.checkpoint import find_file
@@ -39,7 +44,9 @@ print(json.dumps({
     "org_name": GPT2.from_pretrained("someone/tiny-gpt2").generate(prompt, max_new_tokens=12).tolist(),
     "pinned_width": GPT2.from_pretrained("gpt2-medium", revision=%r).config.vocab_size,
 }))
-""" % OLDER
+"""
+    % OLDER
+)
 
 
 def test_official_name_loads_from_the_hub_cache_offline(hub_home, tiny_checkpoint, tiny_saved_checkpoint):
@@ -53,7 +60,9 @@ def test_official_name_loads_from_the_hub_cache_offline(hub_home, tiny_checkpoin
     prompt = torch.tensor([Tokenizer.from_pretrained(tiny_checkpoint).encode("Once upon a time")])
     expected = local.generate(prompt, max_new_tokens=12).tolist()
     assert got["main"] == expected and got["org_name"] == expected
-    assert got["pinned_width"] == GPT2.from_pretrained(tiny_saved_checkpoint).config.vocab_size != local.config.vocab_size
+    assert (
+        got["pinned_width"] == GPT2.from_pretrained(tiny_saved_checkpoint).config.vocab_size != local.config.vocab_size
+    )
 
 
 def test_loop_script_by_name_from_the_hub_cache(hub_home, tiny_checkpoint):

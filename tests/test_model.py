@@ -109,15 +109,25 @@ def test_bad_input_ids(model, input_ids, message):
         model.generate(input_ids, max_new_tokens=2)
 
 
-def test_forward_refuses_more_than_the_context(model):
+def test_forward_refuses_more_than_the_context_or_the_cache(model):
     with pytest.raises(ValueError, match="longer than the context"):
         model(torch.zeros(1, 33, dtype=torch.long))
+    cache = model.new_cache(batch_size=1, max_len=4)
+    model(torch.zeros(1, 3, dtype=torch.long), cache)
+    with pytest.raises(ValueError, match="does not fit the cache"):
+        model(torch.zeros(1, 2, dtype=torch.long), cache)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_presets_have_the_official_shapes(name):
     config = GPT2Config.preset(name)
-    official = {"distilgpt2": (6, 768), "gpt2": (12, 768), "gpt2-medium": (24, 1024), "gpt2-large": (36, 1280), "gpt2-xl": (48, 1600)}
+    official = {
+        "distilgpt2": (6, 768),
+        "gpt2": (12, 768),
+        "gpt2-medium": (24, 1024),
+        "gpt2-large": (36, 1280),
+        "gpt2-xl": (48, 1600),
+    }
     assert (config.n_layer, config.n_embd) == official[name]
     assert config.vocab_size == 50257 and config.n_positions == 1024 and config.head_dim == 64
 

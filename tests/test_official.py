@@ -74,7 +74,9 @@ def test_logits(name, loaded):
 def test_greedy_continuation_of_once_upon_a_time(name, loaded):
     ours, reference, tokenizer, _ = loaded(name)
     ids = torch.tensor([tokenizer.encode("Once upon a time")])
-    expected = reference.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=40, do_sample=False, pad_token_id=50256)
+    expected = reference.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=40, do_sample=False, pad_token_id=50256
+    )
     got = ours.generate(ids, max_new_tokens=40, eos_token_id=50256)
     print(f"\n{name}: {tokenizer.decode(got[0])!r}")
     assert got.tolist() == expected.tolist()

@@ -54,7 +54,12 @@ def test_greedy_matches_transformers_tiny(tiny_checkpoint):
 @pytest.mark.slow
 def test_gpt2_medium_shape_logits_and_greedy(medium_checkpoint):
     ours, reference = load_both(medium_checkpoint)
-    assert (ours.config.n_layer, ours.config.n_embd, ours.config.n_head, ours.config.n_positions) == (24, 1024, 16, 1024)
+    assert (ours.config.n_layer, ours.config.n_embd, ours.config.n_head, ours.config.n_positions) == (
+        24,
+        1024,
+        16,
+        1024,
+    )
     input_ids = torch.randint(0, 50257, (1, 64), generator=torch.Generator().manual_seed(2))
     diff = max_logit_difference(ours, reference, input_ids)
     print(f"\ngpt2-medium shape: max abs logit difference {diff:.3e} (tolerance {LOGIT_TOLERANCE:.0e})")

@@ -73,3 +73,8 @@ def test_files_that_do_not_belong_together_are_refused(tiny_checkpoint, tmp_path
     (tmp_path / "vocab.json").write_text("[1, 2]")
     with pytest.raises(CheckpointError, match="not a GPT-2 vocabulary"):
         Tokenizer.from_files(tmp_path / "vocab.json", tmp_path / "merges.txt")
+
+
+def test_ids_outside_the_vocabulary_are_refused(ours):
+    with pytest.raises(ValueError, match=r"token ids \[5000, -1\] are not in this vocabulary \(0\.\.999\)"):
+        ours.decode([1, 5000, -1])
