@@ -17,23 +17,36 @@ from make_checkpoint import write_checkpoint  # noqa: E402
 
 LOGIT_TOLERANCE = 1e-4  # max abs difference of fp32 logits against transformers
 
+# GPT-2's own init (std 0.02) leaves a tiny random model's activations so small that a wrong GELU
+# moves the logits by less than the tolerance, and its greedy text repeats one token. A wider
+# init (transformers' own, through initializer_range) gives logits of several units and varied
+# greedy text, so mistakes show far above the tolerance (test_parity checks that they do).
+TINY_INIT = 0.2
+MEDIUM_INIT = 0.05  # wider still would put fp32 rounding over 24 layers close to the tolerance
+
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """Official layout, tiny shape, with its own trained byte-level BPE vocabulary."""
-    return write_checkpoint(tmp_path_factory.mktemp("tiny"), shape="tiny", tokenizer=True)
+    return write_checkpoint(tmp_path_factory.mktemp("tiny"), shape="tiny", tokenizer=True, initializer_range=TINY_INIT)
 
 
 @pytest.fixture(scope="session")
 def tiny_saved_checkpoint(tmp_path_factory) -> Path:
     """save_pretrained layout ("transformer." prefixed keys), tiny shape."""
-    return write_checkpoint(tmp_path_factory.mktemp("tiny-saved"), shape="tiny", layout="save_pretrained", seed=1)
+    return write_checkpoint(
+        tmp_path_factory.mktemp("tiny-saved"),
+        shape="tiny",
+        layout="save_pretrained",
+        seed=1,
+        initializer_range=TINY_INIT,
+    )
 
 
 @pytest.fixture(scope="session")
 def medium_checkpoint(tmp_path_factory) -> Path:
     """Official layout at the full gpt2-medium shape: 24 layers, 1024 wide, 16 heads, 1024 positions."""
-    return write_checkpoint(tmp_path_factory.mktemp("medium"), shape="gpt2-medium")
+    return write_checkpoint(tmp_path_factory.mktemp("medium"), shape="gpt2-medium", initializer_range=MEDIUM_INIT)
 
 
 def fill_hub_cache(

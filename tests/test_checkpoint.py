@@ -69,9 +69,11 @@ def test_dtype_and_device(tiny_checkpoint):
     reference = GPT2.from_pretrained(tiny_checkpoint)
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     with torch.no_grad():
-        diff = (model(ids).float() - reference(ids)).abs().max().item()
-    print(f"\nbf16 vs fp32: max abs logit difference {diff:.3e}")
-    assert diff < 0.05
+        fp32 = reference(ids)
+        diff = (model(ids).float() - fp32).abs().max().item()
+    relative = diff / fp32.abs().max().item()
+    print(f"\nbf16 vs fp32: max abs logit difference {diff:.3e}, {relative:.1%} of the largest logit")
+    assert relative < 0.03  # bf16 keeps 8 bits of mantissa: about 0.4% per rounding, over a dozen ops
 
 
 @pytest.mark.slow

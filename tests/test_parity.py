@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import LOGIT_TOLERANCE
+from conftest import LOGIT_TOLERANCE, TINY_INIT
+from make_checkpoint import write_checkpoint
 from transformers import GPT2LMHeadModel
 
 from minigpt2 import GPT2
@@ -39,6 +40,36 @@ def test_logits_match_transformers_tiny(layout, request):
     diff = max_logit_difference(ours, reference, input_ids)
     print(f"\n{layout}: max abs logit difference {diff:.3e} (tolerance {LOGIT_TOLERANCE:.0e})")
     assert diff <= LOGIT_TOLERANCE
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"n_inner": 100, "layer_norm_epsilon": 1e-6, "n_positions": 64},
+        {"activation_function": "gelu_pytorch_tanh", "n_layer": 3, "n_head": 8},
+        {"activation_function": "gelu", "vocab_size": 321},
+    ],
+)
+def test_config_variants_match_transformers(variant, tmp_path):
+    """Any GPT2LMHeadModel checkpoint builds from its own config.json, not only the official shapes."""
+    ours, reference = load_both(
+        write_checkpoint(tmp_path, shape="tiny", seed=5, initializer_range=TINY_INIT, **variant)
+    )
+    input_ids = torch.randint(0, ours.config.vocab_size, (2, 30), generator=torch.Generator().manual_seed(0))
+    diff = max_logit_difference(ours, reference, input_ids)
+    print(f"\n{variant}: max abs logit difference {diff:.3e}")
+    assert diff <= LOGIT_TOLERANCE
+
+
+def test_a_subtle_mistake_shows_far_above_the_tolerance(tiny_checkpoint):
+    """The parity tests can fail: exact GELU in place of the tanh approximation is caught."""
+    ours, reference = load_both(tiny_checkpoint)
+    for block in ours.h:
+        block.mlp.gelu_approximate = "none"
+    input_ids = torch.randint(0, ours.config.vocab_size, (3, 50), generator=torch.Generator().manual_seed(0))
+    diff = max_logit_difference(ours, reference, input_ids)
+    print(f"\nexact GELU instead of tanh: max abs logit difference {diff:.3e}")
+    assert diff > 10 * LOGIT_TOLERANCE
 
 
 def test_greedy_matches_transformers_tiny(tiny_checkpoint):
