@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> None:
     if args.max_length is None and args.max_new_tokens is None:
         args.max_new_tokens = DEFAULT_NEW_TOKENS
     output = model.generate(
-        torch.tensor([prompt]),
+        torch.tensor([prompt], dtype=torch.long),
         max_new_tokens=args.max_new_tokens,
         max_length=args.max_length,
         num_return_sequences=args.num_return_sequences,

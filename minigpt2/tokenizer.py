@@ -32,8 +32,9 @@ class Tokenizer:
         mergeable = {bytes([b]) for b in range(256)} | set(merged)
         ranks, special = {}, {}
         for token, i in vocab.items():
-            if to_bytes(token) in mergeable:
-                ranks[to_bytes(token)] = i
+            as_bytes = to_bytes(token)
+            if as_bytes in mergeable:
+                ranks[as_bytes] = i
             else:
                 special[token] = i
         if len(ranks) != len(mergeable):
