@@ -41,8 +41,8 @@ def generate(
         raise ValueError(f"num_return_sequences must be at least 1, got {num_return_sequences}")
     pad_token_id = eos_token_id if pad_token_id is None else pad_token_id
     for name, token in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
-        if token is not None and not 0 <= token < model.config.vocab_size:
-            raise ValueError(f"{name} {token} is outside the vocabulary (0..{model.config.vocab_size - 1})")
+        if token is not None:
+            _check_in_vocabulary(name, token, model.config.vocab_size)
 
     device = model.wte.weight.device
     prompt = input_ids.to(device).repeat_interleave(num_return_sequences, dim=0)
@@ -70,9 +70,13 @@ def _check_ids(input_ids, vocab_size: int) -> None:
         raise ValueError("input_ids must be a LongTensor of shape [batch, tokens], e.g. torch.tensor([ids])")
     if input_ids.size(1) == 0:
         raise ValueError("the prompt is empty; start from at least one token (GPT-2 uses its eos token as a start)")
-    low, high = int(input_ids.min()), int(input_ids.max())
-    if low < 0 or high >= vocab_size:
-        raise ValueError(f"token id {low if low < 0 else high} is outside the vocabulary (0..{vocab_size - 1})")
+    _check_in_vocabulary("token id", int(input_ids.min()), vocab_size)
+    _check_in_vocabulary("token id", int(input_ids.max()), vocab_size)
+
+
+def _check_in_vocabulary(name: str, token: int, vocab_size: int) -> None:
+    if not 0 <= token < vocab_size:
+        raise ValueError(f"{name} {token} is outside the vocabulary (0..{vocab_size - 1})")
 
 
 def _total_length(prompt_len: int, max_new_tokens: int | None, max_length: int | None) -> int:

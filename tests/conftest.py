@@ -75,19 +75,18 @@ def fill_hub_cache(
         (repo_dir / "refs" / ref).write_text(commit)
 
 
-def run_python(code: str, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run code in a fresh interpreter, so that the hub's environment variables take effect from the start."""
+def run_python(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """python ARGV in a fresh interpreter, so that the hub's environment variables take effect from the start."""
     return subprocess.run(
-        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
+        [sys.executable, *argv], env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300
     )
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """The loop script as a user runs it: python scripts/generate.py ARGS."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "generate.py"), *args],
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def run_script(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """A script of scripts/ as a user runs it: python scripts/SCRIPT ARGS."""
+    return run_python(str(ROOT / "scripts" / script), *args, env=env)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The loop script: python scripts/generate.py ARGS."""
+    return run_script("generate.py", *args, env=env)

@@ -94,7 +94,7 @@ with torch.no_grad():
     model(torch.tensor([[1, 2, 3]]))  # touch every weight once
 print(peak() - before)
 """
-    result = run_python(code, env={})
+    result = run_python("-c", code)
     assert result.returncode == 0, result.stderr
     growth = int(result.stdout.split()[-1])
     gib = 2**30

@@ -50,7 +50,7 @@ print(json.dumps({
 
 
 def test_official_name_loads_from_the_hub_cache_offline(hub_home, tiny_checkpoint, tiny_saved_checkpoint):
-    result = run_python(LOAD_BY_NAME, env=hub_home)
+    result = run_python("-c", LOAD_BY_NAME, env=hub_home)
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout)
     assert got["config"].startswith(hub_home["HF_HOME"])
@@ -82,7 +82,7 @@ for name, kwargs in [("gpt2", {}), ("nobody/nothing", {}), ("gpt2-medium", {"rev
     except CheckpointError as e:
         print(e)
 """
-    result = run_python(code, env=hub_home)
+    result = run_python("-c", code, env=hub_home)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 3
