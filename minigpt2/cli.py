@@ -1,4 +1,4 @@
-"""The loop script: continue a prompt with GPT-2, greedily (scripts/generate.py and the `minigpt2` command)."""
+"""The loop script: continue prompts with GPT-2 (scripts/generate.py and the `minigpt2` command)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,14 @@ from .tokenizer import Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_NEW_TOKENS = 40
+DEFAULT_PROMPT = "Once upon a time"
 
 EXAMPLES = """examples:
   minigpt2 "Once upon a time"
   minigpt2 "The meaning of life is" --model gpt2 --max-new-tokens 60
-  minigpt2 "Hello" --model ./my-checkpoint --max-length 30 --num-return-sequences 2
+  minigpt2 "Hello" "Bonjour" --model ./my-checkpoint --max-length 30
+  minigpt2 "Once upon a time" --do-sample --temperature 0.8 --top-p 0.9 --seed 1 --num-return-sequences 3
+  minigpt2 "Once upon a time" --explain 5 --max-new-tokens 5
 """
 
 
@@ -28,14 +31,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
+def _at_least(low, text: str, kind=int, what="a whole number"):
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+        value = None
+    if value is None or value < low:
+        raise argparse.ArgumentTypeError(f"expected {what} of at least {low}, got {text!r}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _at_least(1, text)
+
+
+def _non_negative_int(text: str) -> int:
+    return _at_least(0, text)
+
+
+def _non_negative_float(text: str) -> float:
+    return _at_least(0, text, float, "a number")  # temperature > 0 and top_p <= 1 are generate()'s checks
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "prompt", nargs="?", default="Once upon a time", help='text to continue (default: "Once upon a time")'
+        "prompts",
+        metavar="PROMPT",
+        nargs="*",
+        help='text to continue; several prompts run as one padded batch (default: "Once upon a time")',
     )
     p.add_argument(
         "--model",
@@ -68,18 +86,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-cache", action="store_true", help="feed the whole sequence every step instead of using the KV cache"
     )
+    sampling = p.add_argument_group("sampling (default: greedy)")
+    sampling.add_argument("--do-sample", action="store_true", help="draw each token instead of taking the argmax")
+    sampling.add_argument(
+        "--temperature",
+        metavar="T",
+        type=_non_negative_float,
+        help="divide the scores by T before drawing (default: 1)",
+    )
+    sampling.add_argument(
+        "--top-k", metavar="K", type=_non_negative_int, help="draw from the K best (default: 50; 0: all)"
+    )
+    sampling.add_argument(
+        "--top-p",
+        metavar="P",
+        type=_non_negative_float,
+        help="draw from the smallest set with probability P (default: 1)",
+    )
+    sampling.add_argument("--seed", metavar="N", type=int, help="seed the draws, for the same text every run")
     p.add_argument(
-        "--seed",
-        metavar="N",
-        type=int,
-        help="seed torch's random generator (greedy decoding itself uses no randomness)",
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        help="print text as it is generated (default: when writing to a terminal and generating one row)",
+    )
+    p.add_argument(
+        "--explain",
+        metavar="K",
+        nargs="?",
+        const=5,
+        type=_positive_int,
+        help="show every step: the K most likely next tokens with their probabilities, and the one picked",
     )
     return p
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.seed is not None:
-        torch.manual_seed(args.seed)
     started = time.perf_counter()
     _status(f"loading {args.model} ...")
     tokenizer = Tokenizer.from_pretrained(args.model, revision=args.revision)
@@ -88,25 +129,70 @@ def run(args: argparse.Namespace) -> None:
         f"loaded {model.num_params() / 1e6:.1f}M parameters in {time.perf_counter() - started:.1f}s; generating ..."
     )
 
-    prompt = tokenizer.encode(args.prompt)
-    if not prompt and tokenizer.eos_token_id is not None:
-        prompt = [tokenizer.eos_token_id]  # an empty prompt starts from the eos token, as in transformers
+    prompts = args.prompts or [DEFAULT_PROMPT]
+    input_ids, attention_mask = tokenizer.encode_batch(prompts)
     if args.max_length is None and args.max_new_tokens is None:
         args.max_new_tokens = DEFAULT_NEW_TOKENS
-    output = model.generate(
-        torch.tensor([prompt], dtype=torch.long),
+    steps = model.stream(
+        input_ids,
         max_new_tokens=args.max_new_tokens,
         max_length=args.max_length,
+        attention_mask=attention_mask,
         num_return_sequences=args.num_return_sequences,
         eos_token_id=tokenizer.eos_token_id,
+        do_sample=args.do_sample,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
         use_cache=not args.no_cache,
     )
-    for i, row in enumerate(output.tolist()):
-        new = row[len(prompt) :]
-        if tokenizer.eos_token_id in new:  # a finished row: cut the eos and the padding after it
-            new = new[: new.index(tokenizer.eos_token_id)]
-        text = tokenizer.decode(prompt + new) if args.prompt else tokenizer.decode(new)
-        print(f"{i}: {text}" if len(output) > 1 else text)
+    rows = len(prompts) * args.num_return_sequences
+    if args.explain:
+        steps = _explained(steps, tokenizer, args.explain, rows)
+    stream = sys.stdout.isatty() and rows == 1 and not args.explain if args.stream is None else args.stream
+    if stream and rows > 1:
+        raise ValueError("--stream prints one row as it grows; give one prompt and --num-return-sequences 1")
+    if stream:
+        print(prompts[0], end="", flush=True)
+        for piece in tokenizer.decode_stream(_new_tokens(steps, 0, tokenizer.eos_token_id)):
+            print(piece, end="", flush=True)
+        print()
+        return
+    steps = list(steps)  # run the loop to the end
+    for i in range(rows):
+        text = prompts[i // args.num_return_sequences] + tokenizer.decode(_new_tokens(steps, i, tokenizer.eos_token_id))
+        print(f"{i}: {text}" if rows > 1 else text)
+
+
+def _new_tokens(steps, row: int, eos_token_id: int | None):
+    """The tokens generated for one row, up to (not including) its eos."""
+    for step in steps:
+        token = step.tokens[row].item()
+        if token == eos_token_id:
+            return
+        yield token
+
+
+def _explained(steps, tokenizer, k: int, rows: int):
+    """The steps, passed on unchanged, with a line per step and row: the k most likely next tokens
+    (the model's own probabilities, before any sampling filter) and the token that was picked."""
+    finished_before = [False] * rows
+    for n, step in enumerate(steps, 1):
+        probs = step.logits.float().softmax(dim=-1)  # [B, V]
+        best = probs.topk(min(k, probs.size(-1)))
+        for row in range(rows):
+            if finished_before[row]:  # only padding from here on
+                continue
+            token = step.tokens[row].item()
+            candidates = "  ".join(
+                f"{tokenizer.decode([t])!r} {p:.3f}"
+                for p, t in zip(best.values[row].tolist(), best.indices[row].tolist(), strict=True)
+            )
+            where = f"step {n}" + (f" row {row}" if rows > 1 else "")
+            print(f"{where}: picked {tokenizer.decode([token])!r} p={probs[row, token]:.3f} | top {k}: {candidates}")
+        finished_before = step.finished.tolist()
+        yield step
 
 
 def _status(message: str) -> None:

@@ -10,13 +10,14 @@ state dict converts with nothing more than a transpose of the projection weights
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import generation
+from . import generation, internals
 
 
 @dataclass(frozen=True)
@@ -77,64 +78,126 @@ class KVCache:
         return self.keys.size(3)
 
 
+class Mask:
+    """Which keys each query may attend to, worked out once per forward and shared by every layer.
+
+    Queries are the T tokens of this call, at positions start..start+T-1; keys are all S = start + T
+    tokens so far. Without padding a query sees every key up to its own position, which
+    scaled_dot_product_attention does by itself (is_causal) or needs no mask for (one new token).
+    With padding (attention_mask 0), padded keys are hidden too, except from the padded query
+    itself: a query must see at least one key, and a padded query's output is never used.
+    """
+
+    def __init__(self, T: int, start: int, attention_mask: torch.Tensor | None, device):
+        self.start = start
+        self.is_causal = attention_mask is None and T > 1 and start == 0
+        self.keys_visible = None  # None: causal (or everything, for one new token)
+        if attention_mask is not None or (T > 1 and start > 0):
+            self.keys_visible = self._causal(T, start + T, device)  # [T, S]
+        if attention_mask is not None:
+            query_pos = torch.arange(start, start + T, device=device)[:, None]
+            own_key = torch.arange(start + T, device=device) == query_pos  # [T, S]
+            real_key = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, S]
+            self.keys_visible = (self.keys_visible & real_key) | own_key  # [B, 1, T, S]
+
+    @staticmethod
+    def _causal(T: int, S: int, device) -> torch.Tensor:
+        return torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)  # query i sees keys 0..S-T+i
+
+    def full(self, T: int, S: int, device) -> torch.Tensor:
+        """The mask as a bool tensor, for attention written out by hand."""
+        return self._causal(T, S, device) if self.keys_visible is None else self.keys_visible
+
+
+class Hook:
+    """The named activation points of one forward pass (names as in TransformerLens: hook_names()).
+
+    hook(name, x) passes x through hooks[name] when there is one: the function may record x, or
+    return a tensor to use instead (an intervention). With no hooks it returns x and costs a dict lookup.
+    """
+
+    def __init__(self, hooks: dict[str, Callable] | None):
+        self.hooks = hooks or {}
+
+    def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        fn = self.hooks.get(name)
+        if fn is None:
+            return x
+        replaced = fn(x)
+        return x if replaced is None else replaced
+
+    def wants(self, *names: str) -> bool:
+        return any(name in self.hooks for name in names)
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPT2Config):
+    def __init__(self, config: GPT2Config, hook_prefix: str):
         super().__init__()
         self.n_head = config.n_head
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k and v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.hook_prefix = hook_prefix  # "blocks.{i}.attn.": see hook_names()
 
-    def forward(self, x, cache: tuple[torch.Tensor, torch.Tensor] | None, start: int):
+    def forward(self, x, cache: tuple[torch.Tensor, torch.Tensor] | None, start: int, mask: Mask, hook: Hook):
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)  # each [B, T, C]
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # [B, H, T, D]
+        H, D, p = self.n_head, C // self.n_head, self.hook_prefix
+        q, k, v = self.c_attn(x).view(B, T, 3, H, D).unbind(2)  # each [B, T, H, D]
+        q, k, v = hook(p + "hook_q", q), hook(p + "hook_k", k), hook(p + "hook_v", v)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
         if cache is not None:
             # Write this call's keys and values at their positions, then attend over all so far.
             cached_keys, cached_values = cache  # [B, H, max_len, D]
             cached_keys[:, :, start : start + T] = k
             cached_values[:, :, start : start + T] = v
             k, v = cached_keys[:, :, : start + T], cached_values[:, :, : start + T]  # [B, H, S, D]
-        y = F.scaled_dot_product_attention(q, k, v, **_causal_mask(T, start, x.device))  # [B, H, T, D]
-        y = y.transpose(1, 2).reshape(B, T, C)  # heads side by side again
-        return self.c_proj(y)
+        if hook.wants(p + "hook_attn_scores", p + "hook_pattern"):
+            y = self._attention_written_out(q, k, v, mask, hook)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.keys_visible, is_causal=mask.is_causal)
+        z = hook(p + "hook_z", y.transpose(1, 2))  # [B, T, H, D]: each head's output
+        return self.c_proj(z.reshape(B, T, C))  # heads side by side, then mixed
 
-
-def _causal_mask(T: int, start: int, device) -> dict:
-    """scaled_dot_product_attention's arguments that let T queries at positions start..start+T-1
-    see the keys at positions 0..start+T-1 up to their own position and no further."""
-    if T == 1:
-        return {}  # a single newest token may see every key
-    if start == 0:
-        return {"is_causal": True}  # square: the fast built-in mask
-    # Query i sits at position start + i and sees keys up to and including that position.
-    return {"attn_mask": torch.ones(T, start + T, dtype=torch.bool, device=device).tril(start)}
+    def _attention_written_out(self, q, k, v, mask: Mask, hook: Hook):
+        """What scaled_dot_product_attention computes, step by step, so the pattern can be seen."""
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # [B, H, T, S]
+        scores = scores.masked_fill(~mask.full(q.size(2), k.size(2), q.device), float("-inf"))
+        scores = hook(self.hook_prefix + "hook_attn_scores", scores)
+        pattern = hook(self.hook_prefix + "hook_pattern", scores.softmax(dim=-1))  # [B, H, T, S], rows sum to 1
+        return pattern @ v  # [B, H, T, D]
 
 
 class MLP(nn.Module):
-    def __init__(self, config: GPT2Config):
+    def __init__(self, config: GPT2Config, hook_prefix: str):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, config.mlp_width)
         self.c_proj = nn.Linear(config.mlp_width, config.n_embd)
         self.gelu_approximate = config.gelu_approximate
+        self.hook_prefix = hook_prefix  # "blocks.{i}.mlp."
 
-    def forward(self, x):
-        return self.c_proj(F.gelu(self.c_fc(x), approximate=self.gelu_approximate))
+    def forward(self, x, hook: Hook):
+        pre = hook(self.hook_prefix + "hook_pre", self.c_fc(x))  # [B, T, mlp_width]
+        post = hook(self.hook_prefix + "hook_post", F.gelu(pre, approximate=self.gelu_approximate))
+        return self.c_proj(post)
 
 
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
-    def __init__(self, config: GPT2Config):
+    def __init__(self, config: GPT2Config, index: int):
         super().__init__()
+        p = self.hook_prefix = f"blocks.{index}."
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, p + "attn.")
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-        self.mlp = MLP(config)
+        self.mlp = MLP(config, p + "mlp.")
 
-    def forward(self, x, cache=None, start: int = 0):
-        x = x + self.attn(self.ln_1(x), cache, start)
-        x = x + self.mlp(self.ln_2(x))
-        return x
+    def forward(self, x, cache, start: int, mask: Mask, hook: Hook):
+        p = self.hook_prefix
+        x = hook(p + "hook_resid_pre", x)  # [B, T, C]: the residual stream coming in
+        attn_out = self.attn(hook(p + "ln1.hook_normalized", self.ln_1(x)), cache, start, mask, hook)
+        x = hook(p + "hook_resid_mid", x + hook(p + "hook_attn_out", attn_out))
+        mlp_out = self.mlp(hook(p + "ln2.hook_normalized", self.ln_2(x)), hook)
+        return hook(p + "hook_resid_post", x + hook(p + "hook_mlp_out", mlp_out))
 
 
 class GPT2(nn.Module):
@@ -145,7 +208,7 @@ class GPT2(nn.Module):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embedding, also the LM head
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)  # learned position embedding
-        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         if not self.wte.weight.is_meta:  # on the meta device (loading) there is nothing to fill
             self.apply(self._init_weights)
@@ -167,27 +230,62 @@ class GPT2(nn.Module):
 
         return load_model(name_or_path, device=device, dtype=dtype, revision=revision)
 
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cache: KVCache | None = None,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        hooks: dict[str, Callable] | None = None,
+    ) -> torch.Tensor:
         """Logits [B, T, V] for input_ids [B, T].
 
-        With a cache, input_ids continue the tokens already in it, and their keys and values are
-        stored for the next call.
+        cache: input_ids continue the tokens already in it; their keys and values are stored for the next call.
+        attention_mask [B, S]: 1 for real tokens, 0 for padding, over the cached and the new tokens (as in
+            transformers). Positions count real tokens only, so a left-padded prompt gets the positions it has alone.
+        hooks: {name: fn} to read or replace activations on the way (names: hook_names(); see minigpt2/internals.py).
         """
-        T = input_ids.size(1)
+        B, T = input_ids.shape
         start = cache.length if cache is not None else 0
         if start + T > self.config.n_positions:
             raise ValueError(f"sequence of {start + T} tokens is longer than the context ({self.config.n_positions})")
         if cache is not None and start + T > cache.max_len:
             raise ValueError(f"sequence of {start + T} tokens does not fit the cache ({cache.max_len} tokens)")
-        positions = torch.arange(start, start + T, device=input_ids.device)  # [T]
-        x = self.wte(input_ids) + self.wpe(positions)  # [B, T, C]
+        if attention_mask is not None and attention_mask.shape != (B, start + T):
+            raise ValueError(
+                f"attention_mask must have shape [batch, cached + new tokens] = [{B}, {start + T}], "
+                f"got {list(attention_mask.shape)}"
+            )
+        device = input_ids.device
+        if attention_mask is None:
+            positions = torch.arange(start, start + T, device=device)  # [T]
+        else:  # the number of real tokens before each one; padding gets 0 (its output is never used)
+            positions = (attention_mask.long().cumsum(-1)[:, start:] - 1).clamp(min=0)  # [B, T]
+        if hooks:
+            internals.check_names(self.hook_names(), hooks)
+        mask = Mask(T, start, attention_mask, device)
+        hook = Hook(hooks)
+
+        token_embed = hook("hook_embed", self.wte(input_ids))  # [B, T, C]
+        x = token_embed + hook("hook_pos_embed", self.wpe(positions).expand_as(token_embed))
         for i, block in enumerate(self.h):
             layer_cache = (cache.keys[i], cache.values[i]) if cache is not None else None
-            x = block(x, layer_cache, start)
+            x = block(x, layer_cache, start, mask, hook)
         if cache is not None:
             cache.length = start + T
-        x = self.ln_f(x)
+        x = hook("ln_final.hook_normalized", self.ln_f(x))
         return F.linear(x, self.wte.weight)  # [B, T, V]: the LM head is tied to the token embedding
+
+    def hook_names(self) -> list[str]:
+        """Every named activation point, in the order the forward pass reaches them."""
+        names = ["hook_embed", "hook_pos_embed"]
+        for block in self.h:
+            p, a, m = block.hook_prefix, block.attn.hook_prefix, block.mlp.hook_prefix
+            names += [p + "hook_resid_pre", p + "ln1.hook_normalized"]
+            names += [a + n for n in ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z")]
+            names += [p + "hook_attn_out", p + "hook_resid_mid", p + "ln2.hook_normalized"]
+            names += [m + "hook_pre", m + "hook_post", p + "hook_mlp_out", p + "hook_resid_post"]
+        return [*names, "ln_final.hook_normalized"]
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty KV cache for this model, on its device and in its dtype."""
@@ -196,6 +294,11 @@ class GPT2(nn.Module):
 
     # model.generate(input_ids, max_new_tokens=...): the loop in minigpt2/generation.py.
     generate = generation.generate
+    stream = generation.stream
+    # Looking inside: minigpt2/internals.py.
+    run_with_cache = internals.run_with_cache
+    attention_patterns = internals.attention_patterns
+    logit_lens = internals.logit_lens
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -6,11 +6,14 @@ from the checkpoint's files instead makes the tokenizer work from the same cache
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import tiktoken
+import torch
 
 from .checkpoint import CheckpointError, find_file
 
@@ -77,14 +80,51 @@ class Tokenizer:
         """Token ids of text; "<|endoftext|>" in the text is the special token, as in transformers."""
         return self._encoding.encode(text, allowed_special="all")
 
+    def encode_batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Several texts as one left-padded batch: (input_ids [B, T], attention_mask [B, T]).
+
+        Padding is the eos token (GPT-2 has no pad token) with mask 0, on the left, so every row's
+        next token follows its last real one. An empty text becomes the eos token alone, which is
+        how GPT-2 starts from nothing.
+        """
+        if isinstance(texts, str) or not texts:
+            raise ValueError("encode_batch takes a non-empty list of texts; use encode() for one text")
+        if self.eos_token_id is None:
+            raise ValueError("this vocabulary has no <|endoftext|> token to pad or start with")
+        rows = [self.encode(text) or [self.eos_token_id] for text in texts]
+        T = max(len(row) for row in rows)
+        input_ids = torch.full((len(rows), T), self.eos_token_id, dtype=torch.long)
+        attention_mask = torch.zeros(len(rows), T, dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, T - len(row) :] = torch.tensor(row)
+            attention_mask[i, T - len(row) :] = 1
+        return input_ids, attention_mask
+
     def decode(self, ids) -> str:
         """Text of token ids; bytes that do not form valid UTF-8 (a character cut in two) become U+FFFD."""
+        return self._bytes(ids).decode("utf-8", errors="replace")
+
+    def decode_stream(self, ids: Iterable[int]) -> Iterator[str]:
+        """Text of token ids as they arrive, piece by piece, for printing while generating.
+
+        A character whose bytes are split across tokens comes out whole, once its last byte has
+        arrived; the pieces joined equal decode() of all the ids.
+        """
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for i in ids:
+            piece = decoder.decode(self._bytes([i]))
+            if piece:
+                yield piece
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
+
+    def _bytes(self, ids) -> bytes:
         try:
-            data = self._encoding.decode_bytes([int(i) for i in ids])
+            return self._encoding.decode_bytes([int(i) for i in ids])
         except (KeyError, OverflowError):
             unknown = [int(i) for i in ids if not 0 <= int(i) < self.vocab_size]
             raise ValueError(f"token ids {unknown[:5]} are not in this vocabulary (0..{self.vocab_size - 1})") from None
-        return data.decode("utf-8", errors="replace")
 
 
 def _byte_decoder() -> dict[str, int]:

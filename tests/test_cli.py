@@ -40,6 +40,12 @@ def test_help():
         "--dtype",
         "--no-cache",
         "--seed",
+        "--do-sample",
+        "--temperature",
+        "--top-k",
+        "--top-p",
+        "--stream",
+        "--explain",
     ):
         assert option in result.stdout
 
