@@ -16,8 +16,8 @@ Every activation point has a stable name, as in TransformerLens (model.hook_name
     ln_final.hook_normalized                        ln_f's output, before the LM head  [B, T, C]
 
 To read activations: `logits, acts = model.run_with_cache(ids, names=...)`. To change one on
-the way: `model(ids, hooks={name: fn})`, where fn(x) returns the tensor to use instead (or None
-to keep x). Example, silencing head 5 of block 3:
+the way: `model(ids, hooks={name: fn})` (or run_with_cache(..., hooks=...) to do both), where
+fn(x) returns the tensor to use instead, or None to keep x. Example, silencing head 5 of block 3:
 
     def zero_head_5(z):  # z: [B, T, H, D]
         z = z.clone()
@@ -35,20 +35,36 @@ import torch
 import torch.nn.functional as F
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: activations stay ordinary tensors, usable in any later computation
 def run_with_cache(
-    model, input_ids: torch.Tensor, names: Iterable[str] | Callable[[str], bool] | None = None, **forward_kwargs
+    model,
+    input_ids: torch.Tensor,
+    names: Iterable[str] | Callable[[str], bool] | None = None,
+    *,
+    hooks: dict[str, Callable] | None = None,
+    **forward_kwargs,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Logits [B, T, V] and the activations named by `names`: a list of names, a predicate such as
     `lambda name: name.endswith("hook_pattern")`, or None for all of them (which, for a big model
-    and a long prompt, is a lot of memory). Nothing is kept that was not asked for."""
+    and a long prompt, is a lot of memory). Nothing is kept that was not asked for.
+
+    hooks: interventions, {name: fn} as for model(ids, hooks=...); what is kept at a changed point
+    is the changed value.
+    """
     wanted = _select(model.hook_names(), names)
+    interventions = hooks or {}
     activations: dict[str, torch.Tensor] = {}
 
-    def keep(name):
-        return lambda x: activations.__setitem__(name, x)
+    def change_then_keep(name):
+        def hook(x):
+            changed = interventions[name](x) if name in interventions else None
+            activations[name] = x if changed is None else changed
+            return changed
 
-    logits = model(input_ids, hooks={name: keep(name) for name in wanted}, **forward_kwargs)
+        return hook
+
+    all_hooks = {**interventions, **{name: change_then_keep(name) for name in wanted}}
+    logits = model(input_ids, hooks=all_hooks, **forward_kwargs)
     return logits, {name: activations[name] for name in wanted}  # in forward order
 
 
@@ -66,7 +82,7 @@ def logit_lens(model, input_ids: torch.Tensor, **forward_kwargs) -> torch.Tensor
     """
     _, acts = run_with_cache(model, input_ids, lambda name: name.endswith("hook_resid_post"), **forward_kwargs)
     residuals = torch.stack(list(acts.values()))  # [n_layer, B, T, C]
-    with torch.inference_mode():
+    with torch.no_grad():
         return F.linear(model.ln_f(residuals), model.wte.weight).softmax(dim=-1)
 
 
