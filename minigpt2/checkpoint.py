@@ -162,7 +162,10 @@ def read_weights(path: Path, *, device=None, dtype=None) -> dict[str, torch.Tens
     mapped, so a tensor that needs no conversion is not copied at all.
     """
     state = {}
-    for name, tensor in _read_tensors(path):
+    # The official files are fp32; converting them (to bf16, or off the CPU) reads each tensor through
+    # its own mapping of the file, so that the fp32 pages leave memory as each tensor is converted.
+    converting = (dtype is not None and dtype != torch.float32) or torch.device(device or "cpu").type != "cpu"
+    for name, tensor in _read_tensors(path, one_mapping_per_tensor=converting):
         name = _minigpt2_name(name)
         if name is None:
             continue
@@ -172,7 +175,7 @@ def read_weights(path: Path, *, device=None, dtype=None) -> dict[str, torch.Tens
     return state
 
 
-def _read_tensors(path: Path):
+def _read_tensors(path: Path, *, one_mapping_per_tensor: bool = False):
     if path.suffix == ".bin":
         try:  # weights_only: a .bin is a pickle, and nothing in it may run code
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -183,8 +186,15 @@ def _read_tensors(path: Path):
         yield from state.items()
         return
     try:
+        if not one_mapping_per_tensor:  # zero-copy: the tensors are views of one mapping of the file
+            with safe_open(path, framework="pt") as f:
+                for name in f.keys():
+                    yield name, f.get_tensor(name)
+            return
         with safe_open(path, framework="pt") as f:
-            for name in f.keys():
+            names = list(f.keys())
+        for name in names:
+            with safe_open(path, framework="pt") as f:  # unmapped again once the caller has converted the tensor
                 yield name, f.get_tensor(name)
     except (SafetensorError, OSError) as e:
         raise CheckpointError(

@@ -206,8 +206,12 @@ class GPT2(nn.Module):
     def __init__(self, config: GPT2Config):
         super().__init__()
         self.config = config
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embedding, also the LM head
-        self.wpe = nn.Embedding(config.n_positions, config.n_embd)  # learned position embedding
+        # Token embedding (also the LM head) and learned position embedding. Given as empty tensors
+        # because nn.Embedding's own init, run on the meta device while loading, costs a second.
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd, _weight=torch.empty(config.vocab_size, config.n_embd))
+        self.wpe = nn.Embedding(
+            config.n_positions, config.n_embd, _weight=torch.empty(config.n_positions, config.n_embd)
+        )
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         if not self.wte.weight.is_meta:  # on the meta device (loading) there is nothing to fill

@@ -1,18 +1,25 @@
-"""Decode speed of minigpt2 next to transformers, on the same checkpoint, in the same run.
+"""Speed and memory of minigpt2 next to transformers, on the same checkpoint, in the same run.
 
-Batch 1, greedy, a short prompt: each round times both implementations one after the other
-(interleaved, so a noisy machine slows both alike) and the medians are reported. Without
---model it builds a gpt2-medium-shaped checkpoint in the official layout (random values) in a
-temporary directory.
+Every figure is a median over interleaved rounds (minigpt2, then transformers, then again), so a
+noisy machine slows both alike; ratios are minigpt2 / transformers. Without --model it builds a
+gpt2-medium-shaped checkpoint in the official layout (random values) in a temporary directory.
 
-    python scripts/benchmark.py                      # gpt2-medium shape, fp32, 5 rounds
-    python scripts/benchmark.py --model gpt2 --rounds 3 --new-tokens 32
+    python scripts/benchmark.py                        # everything, gpt2-medium shape, on the CPU
+    python scripts/benchmark.py --json bench.json      # the same, also written as JSON
+    python scripts/benchmark.py --model gpt2 --device cuda --dtypes float32,bfloat16,float16
+
+Sections: the memory bandwidth bound (a matrix-vector product over a weight-sized matrix, and
+the decode rate it allows: weights' bytes / bandwidth); batch-1 greedy decode per dtype; prefill
+of a long prompt; batched greedy decode; load time and peak resident memory (in a fresh process
+each, from a warm file cache); and how far bf16/fp16 logits and greedy tokens are from fp32.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,64 +31,252 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 
 from make_checkpoint import write_checkpoint  # noqa: E402
 from transformers import GPT2LMHeadModel  # noqa: E402
+from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from minigpt2 import GPT2  # noqa: E402
 from minigpt2.checkpoint import OFFICIAL_REPOS  # noqa: E402
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PROMPT_TOKENS = 8
 
+# Run in a fresh interpreter: load a checkpoint and report seconds, and peak resident memory growth
+# after loading and after a first forward pass (which touches every weight).
+LOAD_PROBE = """
+import sys, time, torch
+def rss(field):
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(field))
+which, path, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
+if which == "minigpt2":
+    from minigpt2 import GPT2
+    import minigpt2.checkpoint  # imported lazily by from_pretrained; transformers imports its loaders up front
+    load = lambda: GPT2.from_pretrained(path, dtype=dtype)
+else:
+    from transformers import GPT2LMHeadModel
+    load = lambda: GPT2LMHeadModel.from_pretrained(path, dtype=dtype)
+before = rss("VmRSS:")
+started = time.perf_counter()
+model = load()
+seconds = time.perf_counter() - started
+peak_loading = rss("VmHWM:") - before  # safetensors are memory-mapped: pages come in at first use
+with torch.inference_mode():
+    model(torch.tensor([[0, 1, 2, 3]]))
+print(seconds, peak_loading, rss("VmHWM:") - before)
+"""
 
-def tokens_per_second(generate, new_tokens: int) -> float:
-    started = time.perf_counter()
-    out = generate()
-    elapsed = time.perf_counter() - started
-    assert out.size(1) - PROMPT_TOKENS == new_tokens, "generation stopped early; the rate would be wrong"
-    return new_tokens / elapsed
+
+def median_rates(runs: dict, rounds: int) -> dict:
+    """{name: fn() -> work done} -> {name: median work per second}, timing the entries in turn each round."""
+    for fn in runs.values():
+        fn()  # warm-up
+    rates = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            sync()
+            started = time.perf_counter()
+            work = fn()
+            sync()
+            rates[name].append(work / (time.perf_counter() - started))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def weight_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def bandwidth(n_bytes: int, device, rounds: int) -> float:
+    """Bytes per second a matrix-vector product streams from a matrix of n_bytes (fp32)."""
+    columns = 1024
+    matrix = torch.randn(n_bytes // 4 // columns, columns, device=device)
+    vector = torch.randn(columns, device=device)
+
+    def probe():
+        torch.mv(matrix, vector)
+        return matrix.numel() * 4
+
+    return median_rates({"probe": probe}, rounds)["probe"]
+
+
+def decode_runs(ours, reference, prompt, new_tokens: int) -> dict:
+    """Greedy generation of exactly new_tokens per row by both; each run returns the tokens made."""
+
+    def run_ours():
+        out = ours.generate(prompt, max_new_tokens=new_tokens)
+        return out.numel() - prompt.numel()
+
+    def run_reference():
+        with torch.inference_mode():
+            out = reference.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=0,
+            )
+        return out.numel() - prompt.numel()
+
+    return {"minigpt2": run_ours, "transformers": run_reference}
+
+
+def prefill_runs(ours, reference, prompt) -> dict:
+    def run(model):
+        def forward():
+            with torch.inference_mode():
+                model(prompt)
+            return prompt.numel()
+
+        return forward
+
+    return {"minigpt2": run(ours), "transformers": run(reference)}
+
+
+def load_figures(path: str, dtype: str) -> dict:
+    """Seconds and peak memory growth of each library's from_pretrained, in fresh processes (second of two runs)."""
+    figures = {}
+    for which in ("minigpt2", "transformers"):
+        for _ in range(2):  # the first run warms the file cache
+            done = subprocess.run(
+                [sys.executable, "-c", LOAD_PROBE, which, path, dtype], capture_output=True, text=True, check=True
+            )
+        seconds, peak_loading, peak_forward = (float(x) for x in done.stdout.split()[-3:])
+        figures[which] = {"seconds": seconds, "peak_rss_loading": peak_loading, "peak_rss_first_forward": peak_forward}
+    return figures
+
+
+def deviation(ours32, path, dtype, device, prompt, new_tokens: int) -> dict:
+    """How far a lower precision is from fp32: max logit difference relative to the largest logit, and greedy tokens."""
+    low = GPT2.from_pretrained(path, device=device, dtype=dtype)
+    with torch.inference_mode():
+        exact, approx = ours32(prompt), low(prompt).float()
+    relative = ((approx - exact).abs().max() / exact.abs().max()).item()
+    exact_tokens = ours32.generate(prompt, max_new_tokens=new_tokens)[0, prompt.size(1) :]
+    approx_tokens = low.generate(prompt, max_new_tokens=new_tokens)[0, prompt.size(1) :]
+    differ = (exact_tokens != approx_tokens).nonzero()
+    return {
+        "max_logit_difference_relative": relative,
+        "greedy_tokens_identical": differ.numel() == 0,
+        "first_different_token": None if differ.numel() == 0 else int(differ[0]),
+        "tokens_compared": new_tokens,
+    }
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--model", help="checkpoint to measure (default: a random gpt2-medium-shaped one)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtypes", default=None, help="comma-separated (default: float32,bfloat16; +float16 on cuda)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=64, help="tokens per decode run (default: 64)")
+    parser.add_argument("--prefill", type=int, default=512, help="prompt length for the prefill figure")
+    parser.add_argument("--batch-sizes", default="1,4,16", help="for batched decode (default: 1,4,16)")
+    parser.add_argument("--compare-tokens", type=int, default=100, help="greedy tokens compared across dtypes")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args(argv)
+    transformers_logging.disable_progress_bar()
+    device = torch.device(args.device)
+    dtypes = (args.dtypes or "float32,bfloat16" + (",float16" if device.type == "cuda" else "")).split(",")
 
     with tempfile.TemporaryDirectory() as scratch:
         path = args.model or str(write_checkpoint(Path(scratch), shape="gpt2-medium"))
-        ours = GPT2.from_pretrained(path)
-        reference = GPT2LMHeadModel.from_pretrained(OFFICIAL_REPOS.get(path, path)).eval()
-        prompt = torch.randint(
-            0, ours.config.vocab_size - 1, (1, PROMPT_TOKENS), generator=torch.Generator().manual_seed(0)
-        )
-        n = args.new_tokens
-
-        def run_ours():
-            return ours.generate(prompt, max_new_tokens=n)
-
-        def run_reference():
-            with torch.inference_mode():
-                return reference.generate(
-                    prompt,
-                    attention_mask=torch.ones_like(prompt),
-                    max_new_tokens=n,
-                    min_new_tokens=n,
-                    do_sample=False,
-                    pad_token_id=0,
-                )
-
-        run_ours(), run_reference()  # warm-up
-        rates = {"minigpt2": [], "transformers": []}
-        for _ in range(args.rounds):
-            rates["minigpt2"].append(tokens_per_second(run_ours, n))
-            rates["transformers"].append(tokens_per_second(run_reference, n))
-
-    median = {name: statistics.median(r) for name, r in rates.items()}
-    print(f"decode, batch 1, greedy, fp32, {n} new tokens, {args.rounds} rounds, {torch.get_num_threads()} threads")
-    print(f"model: {args.model or 'gpt2-medium shape (random, official layout)'}")
-    for name, r in rates.items():
-        print(f"  {name:<13} {median[name]:6.2f} tokens/s (median; rounds: {', '.join(f'{x:.2f}' for x in r)})")
-    print(f"  ratio minigpt2 / transformers: {median['minigpt2'] / median['transformers']:.2f}x")
+        results = measure(OFFICIAL_REPOS.get(path, path) if args.model else path, device, dtypes, args)
+    results["model"] = args.model or "gpt2-medium shape (random values, official layout)"
+    print_table(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def measure(path: str, device, dtypes: list[str], args) -> dict:
+    results = {"device": str(device), "threads": torch.get_num_threads(), "rounds": args.rounds, "decode": {}}
+    generator = torch.Generator().manual_seed(0)
+    ours32 = GPT2.from_pretrained(path, device=device)
+    vocab = ours32.config.vocab_size
+
+    def prompt(batch, length):
+        return torch.randint(0, vocab - 1, (batch, length), generator=generator).to(device)
+
+    probe_bytes = weight_bytes(ours32)
+    results["bandwidth_bytes_per_s"] = bandwidth(probe_bytes, device, args.rounds)
+    for name in dtypes:
+        dtype = DTYPES[name]
+        ours = GPT2.from_pretrained(path, device=device, dtype=dtype)
+        reference = GPT2LMHeadModel.from_pretrained(path, dtype=dtype).to(device).eval()
+        rates = median_rates(decode_runs(ours, reference, prompt(1, PROMPT_TOKENS), args.new_tokens), args.rounds)
+        bound = results["bandwidth_bytes_per_s"] / weight_bytes(ours)
+        results["decode"][name] = {**rates, "bound": bound}
+        if name == "float32":
+            long_prompt = prompt(1, min(args.prefill, ours.config.n_positions))
+            results["prefill"] = median_rates(prefill_runs(ours, reference, long_prompt), args.rounds)
+            results["prefill"]["tokens"] = long_prompt.size(1)
+            results["batched"] = {}
+            for batch in (int(b) for b in args.batch_sizes.split(",")):
+                runs = decode_runs(ours, reference, prompt(batch, PROMPT_TOKENS), args.new_tokens // 2)
+                results["batched"][batch] = median_rates(runs, args.rounds)
+        else:
+            results["decode"][name]["deviation"] = deviation(
+                ours32, path, dtype, device, prompt(1, PROMPT_TOKENS), args.compare_tokens
+            )
+        del ours, reference
+    if device.type == "cpu":
+        results["load"] = {name: load_figures(path, name) for name in dtypes if name != "float16"}
+    results["weight_bytes"] = {name: probe_bytes * DTYPES[name].itemsize // 4 for name in dtypes}
+    return results
+
+
+def print_table(r: dict) -> None:
+    gb = 1e9
+    print(f"model: {r['model']}; device {r['device']}, {r['threads']} threads, medians of {r['rounds']} rounds")
+    print(f"bandwidth probe: {r['bandwidth_bytes_per_s'] / gb:.1f} GB/s (matrix-vector product, weight-sized matrix)")
+    print(f"\n{'':34}{'minigpt2':>10}{'transformers':>14}{'ratio':>8}{'of bound':>10}")
+
+    def row(label, ours, theirs, bound=None):
+        of_bound = f"{ours / bound:9.0%}" if bound else ""
+        print(f"{label:34}{ours:10.2f}{theirs:14.2f}{ours / theirs:7.2f}x{of_bound:>10}")
+
+    for name, d in r["decode"].items():
+        row(f"decode tok/s, batch 1, {name}", d["minigpt2"], d["transformers"], d["bound"])
+    for name, d in r["decode"].items():
+        print(f"  bound for {name}: {d['bound']:.2f} tok/s ({r['weight_bytes'][name] / gb:.2f} GB of weights)")
+    p = r["prefill"]
+    row(f"prefill tok/s, {p['tokens']} tokens, fp32", p["minigpt2"], p["transformers"])
+    for batch, b in r["batched"].items():
+        row(f"batched decode tok/s, batch {batch}, fp32", b["minigpt2"], b["transformers"])
+    first = next(iter(r["batched"].values()))
+    for batch, b in r["batched"].items():
+        print(f"  batch {batch}: {b['minigpt2'] / first['minigpt2']:.2f}x minigpt2's smallest batch")
+    if "float32" in r["decode"]:
+        fp32_reference = r["decode"]["float32"]["transformers"]
+        for name, d in r["decode"].items():
+            print(f"  {name} decode: {d['minigpt2'] / fp32_reference:.2f}x transformers' fp32 decode")
+    for name, load in r.get("load", {}).items():
+        ours, theirs = load["minigpt2"], load["transformers"]
+        weights = r["weight_bytes"][name]
+        print(
+            f"load {name}: {ours['seconds']:.3f} s vs {theirs['seconds']:.3f} s "
+            f"({ours['seconds'] / theirs['seconds']:.2f}x)"
+        )
+        for phase in ("peak_rss_loading", "peak_rss_first_forward"):
+            print(
+                f"  {phase.replace('_', ' ')}: {ours[phase] / gb:.2f} GB vs {theirs[phase] / gb:.2f} GB "
+                f"({ours[phase] / weights:.2f}x vs {theirs[phase] / weights:.2f}x the {name} weights)"
+            )
+    for name, d in r["decode"].items():
+        if "deviation" in d:
+            dev = d["deviation"]
+            same = (
+                "identical" if dev["greedy_tokens_identical"] else f"differ from token {dev['first_different_token']}"
+            )
+            print(
+                f"{name} vs float32: max logit difference {dev['max_logit_difference_relative']:.2%} of the largest "
+                f"logit; greedy tokens over {dev['tokens_compared']}: {same}"
+            )
 
 
 if __name__ == "__main__":

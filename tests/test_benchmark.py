@@ -1,9 +1,21 @@
 """The benchmark script runs end to end (its numbers are reported, never asserted)."""
 
+import json
+
 from conftest import run_script
 
 
-def test_benchmark_smoke(tiny_checkpoint):
-    result = run_script("benchmark.py", "--model", str(tiny_checkpoint), "--rounds", "1", "--new-tokens", "4")
+def test_benchmark_smoke(tiny_checkpoint, tmp_path):
+    args = ["--model", str(tiny_checkpoint), "--rounds", "1", "--new-tokens", "4", "--prefill", "16"]
+    result = run_script("benchmark.py", *args, "--batch-sizes", "1,2", "--json", str(tmp_path / "bench.json"))
     assert result.returncode == 0, result.stderr
-    assert "minigpt2 / transformers" in result.stdout
+    for line in (
+        "decode tok/s, batch 1, float32",
+        "decode tok/s, batch 1, bfloat16",
+        "prefill tok/s",
+        "batch 2",
+        "load",
+    ):
+        assert line in result.stdout
+    figures = json.loads((tmp_path / "bench.json").read_text())
+    assert set(figures["decode"]) == {"float32", "bfloat16"} and figures["bandwidth_bytes_per_s"] > 0
