@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import runpy
 import sys
 import time
+from pathlib import Path
 
 import torch
 from huggingface_hub.utils import logging as hf_logging
@@ -23,6 +25,7 @@ EXAMPLES = """examples:
   minigpt2 "Hello" "Bonjour" --model ./my-checkpoint --max-length 30
   minigpt2 "Once upon a time" --do-sample --temperature 0.8 --top-p 0.9 --seed 1 --num-return-sequences 3
   minigpt2 "Once upon a time" --explain 5 --max-new-tokens 5
+  minigpt2 parity gpt2-medium          (compare with transformers: python scripts/parity.py --help)
 """
 
 
@@ -202,6 +205,9 @@ def _status(message: str) -> None:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["parity"]:  # `minigpt2 parity MODEL`; to continue the word "parity", write `minigpt2 -- parity`
+        return _parity(argv[1:])
     args = build_parser().parse_args(argv)
     hf_logging.set_verbosity_error()  # the hub's retry warnings would bury the one line that explains a failure
     try:
@@ -212,6 +218,17 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _parity(argv: list[str]) -> int:
+    """The parity report lives in scripts/parity.py: it needs transformers, which minigpt2 itself never imports."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "parity.py"
+    if not script.is_file():
+        print(
+            "minigpt2: error: `minigpt2 parity` runs scripts/parity.py from a clone of the repository", file=sys.stderr
+        )
+        return 2
+    return runpy.run_path(str(script), run_name="minigpt2_parity")["main"](argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,82 @@
+"""Bad input that the other test files do not already cover: hub answers, sampling numbers, broken tensors via the CLI.
+
+Already covered elsewhere: broken, truncated and mismatched checkpoints through the API
+(test_checkpoint), missing paths and devices (test_checkpoint, test_cli), no network with nothing
+cached (test_hub, test_cli), bad lengths and ids (test_model), bad sampling and padding arguments
+(test_generation), ids outside the vocabulary and characters cut between tokens (test_tokenizer).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from conftest import run_cli
+from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+from safetensors.torch import load_file, save_file
+
+import minigpt2.checkpoint as checkpoint
+from minigpt2 import GPT2, CheckpointError, Tokenizer
+
+
+@pytest.mark.parametrize(
+    "error, revision, message",
+    [
+        (RepositoryNotFoundError, None, "'nobody/nothing' is neither a local path nor a model repo on the hub"),
+        (RevisionNotFoundError, "v9", "has no revision 'v9'"),
+        (EntryNotFoundError, None, "has no config.json; is it a GPT-2 checkpoint"),
+    ],
+)
+def test_hub_answers_become_one_clear_error(monkeypatch, error, revision, message):
+    def refuse(*args, **kwargs):
+        raise error.__new__(
+            error
+        )  # what hf_hub_download raises when the hub answers 404 (no HTTP response needed here)
+
+    monkeypatch.setattr(checkpoint, "hf_hub_download", refuse)
+    with pytest.raises(CheckpointError, match=message):
+        GPT2.from_pretrained("nobody/nothing", revision=revision)
+
+
+def test_decoding_ids_that_split_a_character(tiny_checkpoint):
+    tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
+    ids = tokenizer.encode("한")
+    assert len(ids) > 1  # this vocabulary has no token for the whole character
+    assert tokenizer.decode(ids[:1]) == "\ufffd"  # defined: U+FFFD, never an exception
+    assert tokenizer.decode(ids) == "한"
+
+
+def break_tensors(change):
+    def breakage(directory):
+        state = load_file(directory / "model.safetensors")
+        change(state)
+        save_file(state, directory / "model.safetensors")
+
+    return breakage
+
+
+@pytest.mark.parametrize(
+    "args, breakage, message",
+    [
+        (["--do-sample", "--temperature", "0"], None, "temperature must be above 0"),
+        (["--do-sample", "--top-p", "1.5"], None, "top_p must be in (0, 1]"),
+        (["--top-k", "-1"], None, "argument --top-k: expected a whole number of at least 0"),
+        (["--top-p", "0.5"], None, "top_p only applies when sampling"),
+        (["--explain", "0"], None, "argument --explain: expected a whole number of at least 1"),
+        (["--temperature", "warm"], None, "argument --temperature: expected a number"),
+        ([], break_tensors(lambda s: s.pop("h.0.attn.c_attn.weight")), "missing: h.0.attn.c_attn.weight"),
+        ([], break_tensors(lambda s: s.update(surplus=torch.zeros(2))), "unexpected: surplus"),
+        ([], break_tensors(lambda s: s.update({"wpe.weight": torch.zeros(7, 64)})), "wrong shape: wpe.weight (7, 64)"),
+        (["--stream", "--num-return-sequences", "2"], None, "--stream prints one row"),
+    ],
+)
+def test_cli_refuses_with_one_line(tiny_checkpoint, tmp_path, args, breakage, message):
+    target = tmp_path / "checkpoint"
+    shutil.copytree(tiny_checkpoint, target)
+    if breakage:
+        breakage(target)
+    result = run_cli("Hello", "--model", str(target), *args)
+    assert result.returncode != 0 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,51 @@
+"""The CUDA path: the same code on a GPU, in fp32 (same greedy tokens as the CPU) and in fp16/bf16 (opt-in, bounded).
+
+Skipped where CUDA is not available (the CI machine); runs on any machine with a GPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import LOGIT_TOLERANCE
+
+from minigpt2 import GPT2, Tokenizer
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+
+PROMPTS = ["Once upon a time", "안녕하세요 👋", "def f(x):"]
+
+
+@pytest.fixture(scope="module")
+def on_cpu(tiny_checkpoint):
+    return GPT2.from_pretrained(tiny_checkpoint), Tokenizer.from_pretrained(tiny_checkpoint)
+
+
+def test_fp32_on_cuda_matches_the_cpu(tiny_checkpoint, on_cpu):
+    cpu, tokenizer = on_cpu
+    gpu = GPT2.from_pretrained(tiny_checkpoint, device="cuda")
+    input_ids, attention_mask = tokenizer.encode_batch(PROMPTS)
+    with torch.no_grad():
+        diff = gpu(input_ids.cuda(), attention_mask=attention_mask.cuda()).cpu() - cpu(
+            input_ids, attention_mask=attention_mask
+        )
+    real = attention_mask.bool()
+    print(f"\ncuda fp32 vs cpu: max abs logit difference {diff[real].abs().max():.2e}")
+    assert diff[real].abs().max() <= LOGIT_TOLERANCE
+    options = dict(attention_mask=attention_mask, max_new_tokens=30, eos_token_id=tokenizer.eos_token_id)
+    assert torch.equal(gpu.generate(input_ids, **options).cpu(), cpu.generate(input_ids, **options))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_cuda_stays_close(tiny_checkpoint, on_cpu, dtype):
+    cpu, tokenizer = on_cpu
+    gpu = GPT2.from_pretrained(tiny_checkpoint, device="cuda", dtype=dtype)
+    assert gpu.new_cache(1).keys.dtype == dtype and gpu.new_cache(1).keys.is_cuda
+    ids = torch.tensor([tokenizer.encode(PROMPTS[0])])
+    with torch.no_grad():
+        exact, approx = cpu(ids), gpu(ids.cuda()).float().cpu()
+    relative = ((approx - exact).abs().max() / exact.abs().max()).item()
+    print(f"\ncuda {dtype}: max logit difference {relative:.2%} of the largest logit")
+    assert relative < 0.05
+    out = gpu.generate(ids, max_new_tokens=20, do_sample=True, seed=0)
+    assert out.shape == (1, ids.size(1) + 20) and out.is_cuda

@@ -1,0 +1,60 @@
+"""scripts/parity.py (and `minigpt2 parity`): a report that passes on a faithful model and locates a drift."""
+
+from __future__ import annotations
+
+import json
+
+import parity
+import pytest
+from conftest import run_python, run_script
+
+from minigpt2 import GPT2
+
+
+def test_report_passes_on_a_faithful_checkpoint(tiny_checkpoint, tmp_path):
+    result = run_script("parity.py", str(tiny_checkpoint), "--json", str(tmp_path / "parity.json"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert report["passed"] and report["first_drifting_layer"] is None
+    assert list(report["prompts"]) == ["english", "korean", "code", "long"]
+    assert report["prompts"]["long"]["tokens"] == 128 - parity.LONG_PROMPT_MARGIN  # near the tiny context
+    for name, p in report["prompts"].items():
+        assert p["tokenizer_identical"] and p["top1_agreement"] == 1.0, name
+        assert p["greedy_first_difference"] is None and p["greedy_tokens"] > 0
+    assert "PASS" in result.stdout and "residual stream" in result.stdout
+
+
+def test_a_drift_fails_the_report_and_is_located_at_its_layer(tiny_checkpoint, monkeypatch, capsys):
+    load = GPT2.from_pretrained.__func__
+
+    def load_with_exact_gelu_in_block_1(cls, *args, **kwargs):
+        model = load(cls, *args, **kwargs)
+        model.h[1].mlp.gelu_approximate = "none"  # a subtle mistake in one layer
+        return model
+
+    monkeypatch.setattr(GPT2, "from_pretrained", classmethod(load_with_exact_gelu_in_block_1))
+    assert parity.main([str(tiny_checkpoint)]) == 1
+    out = capsys.readouterr().out
+    report = parity.compare(str(tiny_checkpoint))
+    assert report["first_drifting_layer"] == 2  # the stream into block 2 (here: into ln_f) is the first to differ
+    assert report["residual_stream_max_difference"][1] < 1e-5  # into block 1: as before
+    assert "FAIL" in out and "drifts from block 2" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["./does/not/exist"], "no such file or directory"),
+        (["{ckpt}", "--device", "cuda:9"], "is not available on this machine"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tiny_checkpoint, args, message):
+    result = run_script("parity.py", *[a.replace("{ckpt}", str(tiny_checkpoint)) for a in args])
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
+
+
+def test_minigpt2_parity_runs_the_same_report(tiny_checkpoint):
+    result = run_python("-m", "minigpt2.cli", "parity", str(tiny_checkpoint), "--json", "-")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["passed"]
