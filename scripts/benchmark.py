@@ -30,6 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing the package
 
 from make_checkpoint import write_checkpoint  # noqa: E402
+from parity import reference_greedy  # noqa: E402
 from transformers import GPT2LMHeadModel  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
@@ -88,8 +89,8 @@ def weight_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def bandwidth(n_bytes: int, device, rounds: int) -> float:
-    """Bytes per second a matrix-vector product streams from a matrix of n_bytes (fp32)."""
+def bandwidth_probe(n_bytes: int, device):
+    """A run for median_rates: a matrix-vector product over an fp32 matrix of n_bytes; returns the bytes read."""
     columns = 1024
     matrix = torch.randn(n_bytes // 4 // columns, columns, device=device)
     vector = torch.randn(columns, device=device)
@@ -98,7 +99,7 @@ def bandwidth(n_bytes: int, device, rounds: int) -> float:
         torch.mv(matrix, vector)
         return matrix.numel() * 4
 
-    return median_rates({"probe": probe}, rounds)["probe"]
+    return probe
 
 
 def decode_runs(ours, reference, prompt, new_tokens: int) -> dict:
@@ -109,16 +110,7 @@ def decode_runs(ours, reference, prompt, new_tokens: int) -> dict:
         return out.numel() - prompt.numel()
 
     def run_reference():
-        with torch.inference_mode():
-            out = reference.generate(
-                prompt,
-                attention_mask=torch.ones_like(prompt),
-                max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens,
-                do_sample=False,
-                pad_token_id=0,
-            )
-        return out.numel() - prompt.numel()
+        return reference_greedy(reference, prompt, new_tokens).numel() - prompt.numel()
 
     return {"minigpt2": run_ours, "transformers": run_reference}
 
@@ -203,14 +195,16 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
         return torch.randint(0, vocab - 1, (batch, length), generator=generator).to(device)
 
     probe_bytes = weight_bytes(ours32)
-    results["bandwidth_bytes_per_s"] = bandwidth(probe_bytes, device, args.rounds)
+    probe = bandwidth_probe(probe_bytes, device)  # timed in the same rounds as the decodes it bounds
     for name in dtypes:
         dtype = DTYPES[name]
         ours = GPT2.from_pretrained(path, device=device, dtype=dtype)
         reference = GPT2LMHeadModel.from_pretrained(path, dtype=dtype).to(device).eval()
-        rates = median_rates(decode_runs(ours, reference, prompt(1, PROMPT_TOKENS), args.new_tokens), args.rounds)
-        bound = results["bandwidth_bytes_per_s"] / weight_bytes(ours)
-        results["decode"][name] = {**rates, "bound": bound}
+        runs = {**decode_runs(ours, reference, prompt(1, PROMPT_TOKENS), args.new_tokens), "bandwidth": probe}
+        rates = median_rates(runs, args.rounds)
+        bandwidth = rates.pop("bandwidth")
+        results.setdefault("bandwidth_bytes_per_s", bandwidth)  # the first dtype's rounds
+        results["decode"][name] = {**rates, "bound": bandwidth / weight_bytes(ours), "bandwidth_bytes_per_s": bandwidth}
         if name == "float32":
             long_prompt = prompt(1, min(args.prefill, ours.config.n_positions))
             results["prefill"] = median_rates(prefill_runs(ours, reference, long_prompt), args.rounds)
@@ -233,7 +227,6 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
 def print_table(r: dict) -> None:
     gb = 1e9
     print(f"model: {r['model']}; device {r['device']}, {r['threads']} threads, medians of {r['rounds']} rounds")
-    print(f"bandwidth probe: {r['bandwidth_bytes_per_s'] / gb:.1f} GB/s (matrix-vector product, weight-sized matrix)")
     print(f"\n{'':34}{'minigpt2':>10}{'transformers':>14}{'ratio':>8}{'of bound':>10}")
 
     def row(label, ours, theirs, bound=None):
@@ -243,7 +236,10 @@ def print_table(r: dict) -> None:
     for name, d in r["decode"].items():
         row(f"decode tok/s, batch 1, {name}", d["minigpt2"], d["transformers"], d["bound"])
     for name, d in r["decode"].items():
-        print(f"  bound for {name}: {d['bound']:.2f} tok/s ({r['weight_bytes'][name] / gb:.2f} GB of weights)")
+        print(
+            f"  bound for {name}: {d['bound']:.2f} tok/s ({r['weight_bytes'][name] / gb:.2f} GB of weights at "
+            f"{d['bandwidth_bytes_per_s'] / gb:.1f} GB/s, probed in the same rounds)"
+        )
     p = r["prefill"]
     row(f"prefill tok/s, {p['tokens']} tokens, fp32", p["minigpt2"], p["transformers"])
     for batch, b in r["batched"].items():

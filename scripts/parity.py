@@ -128,17 +128,22 @@ def _logits_and_stream(ours, theirs, input_ids, layers: list[float], scale: list
 
 def _greedy(ours, theirs, input_ids, new_tokens: int) -> dict:
     mine = ours.generate(input_ids, max_new_tokens=new_tokens)[0, input_ids.size(1) :]
-    with torch.inference_mode():
-        reference = theirs.generate(
-            input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            pad_token_id=0,
-        )[0, input_ids.size(1) :]
+    reference = reference_greedy(theirs, input_ids, new_tokens)[0, input_ids.size(1) :]
     differ = (mine != reference).nonzero()
     return {"greedy_tokens": new_tokens, "greedy_first_difference": int(differ[0]) if differ.numel() else None}
+
+
+@torch.inference_mode()
+def reference_greedy(model: GPT2LMHeadModel, input_ids: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """transformers' greedy generate, made to add exactly new_tokens (no stop at eos)."""
+    return model.generate(
+        input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=0,
+    )
 
 
 def _failures(report: dict, limits: dict) -> list[str]:
