@@ -86,8 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' dtype (default: float32)")
-    p.add_argument(
+    decode = p.add_mutually_exclusive_group()
+    decode.add_argument(
         "--no-cache", action="store_true", help="feed the whole sequence every step instead of using the KV cache"
+    )
+    decode.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the decode step with torch.compile (CUDA graphs on a GPU); compiling takes a minute or more",
     )
     sampling = p.add_argument_group("sampling (default: greedy)")
     sampling.add_argument("--do-sample", action="store_true", help="draw each token instead of taking the argmax")
@@ -149,6 +155,7 @@ def run(args: argparse.Namespace) -> None:
         top_p=args.top_p,
         seed=args.seed,
         use_cache=not args.no_cache,
+        compile=args.compile,
     )
     rows = len(prompts) * args.num_return_sequences
     if args.explain:

@@ -58,6 +58,7 @@ def stream(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    compile: bool = False,
 ) -> Iterator[Step]:
     """The loop, one Step per new token: `for step in model.stream(ids, max_new_tokens=20): ...`.
 
@@ -68,6 +69,11 @@ def stream(
     num_return_sequences: rows per prompt (samples, or identical greedy rows).
     do_sample: draw instead of argmax, after temperature (default 1), top_k (default 50, 0 for
         none), top_p (default 1: none); seed= or generator= makes the draws repeatable.
+    use_cache=False: feed the whole sequence every step, as the tutorial's loop does (same tokens).
+    compile=True: after the prompt, every step runs model.decode_step compiled by torch.compile
+        (with CUDA graphs on a GPU), which removes the per-operation overhead that bounds a small
+        model on a GPU. The first call compiles (a minute or more); the cache then spans the whole
+        context, so that later calls of any length reuse the compiled step.
     Every argument is checked here, before the first forward pass.
     """
     config = model.config
@@ -88,6 +94,8 @@ def stream(
     device = model.wte.weight.device
     pick = _picker(do_sample, temperature, top_k, top_p, seed, generator, device)
     padded = _check_attention_mask(attention_mask, B, T)
+    if compile and not use_cache:
+        raise ValueError("compile=True compiles the cached decode step; it needs use_cache=True")
 
     k = num_return_sequences
     out = torch.empty(B * k, total, dtype=torch.long, device=device)  # filled left to right
@@ -96,17 +104,16 @@ def stream(
     if padded:
         mask = torch.ones(B * k, total, dtype=torch.long, device=device)
         mask[:, :T] = attention_mask.to(device).repeat_interleave(k, dim=0)
-    cache = model.new_cache(B * k, total) if use_cache else None
-    return _loop(model, out, T, mask, cache, pick, eos_token_id, pad_token_id)
+    cache = model.new_cache(B * k, config.n_positions if compile else total) if use_cache else None
+    next_logits = _compiled_scorer(model, out, T, mask, cache) if compile else _scorer(model, out, mask, cache)
+    return _loop(out, T, next_logits, pick, eos_token_id, pad_token_id)
 
 
 @torch.inference_mode()
-def _loop(model, out, T, mask, cache, pick, eos_token_id, pad_token_id) -> Iterator[Step]:
+def _loop(out, T, next_logits, pick, eos_token_id, pad_token_id) -> Iterator[Step]:
     finished = torch.zeros(out.size(0), dtype=torch.bool, device=out.device)
     for i in range(T, out.size(1)):
-        # With a cache, feed what it has not seen yet: the prompt first, then one token a step.
-        context = out[:, cache.length : i] if cache is not None else out[:, :i]
-        logits = model(context, cache, attention_mask=None if mask is None else mask[:, :i])[:, -1]  # [B, V]
+        logits = next_logits(i)  # [B, V]: the scores for the token at position i
         tokens = pick(logits)  # [B]
         if eos_token_id is not None:
             tokens = torch.where(finished, pad_token_id, tokens)
@@ -115,6 +122,41 @@ def _loop(model, out, T, mask, cache, pick, eos_token_id, pad_token_id) -> Itera
         yield Step(tokens, logits, out[:, : i + 1], finished)
         if eos_token_id is not None and bool(finished.all()):
             return
+
+
+def _scorer(model, out, mask, cache) -> Callable[[int], torch.Tensor]:
+    """i -> the next-token logits [B, V] after out[:, :i], from the model's forward pass.
+
+    With a cache, only what it has not seen yet goes in: the prompt first, then one token a step.
+    Without one, the whole sequence goes in every step.
+    """
+
+    def next_logits(i):
+        context = out[:, cache.length : i] if cache is not None else out[:, :i]
+        return model(context, cache, attention_mask=None if mask is None else mask[:, :i])[:, -1]
+
+    return next_logits
+
+
+def _compiled_scorer(model, out, T, mask, cache) -> Callable[[int], torch.Tensor]:
+    """As _scorer, but every token after the prompt goes through the compiled model.decode_step."""
+    prompt = _scorer(model, out, mask, cache)
+    step = model.compiled_decode_step()
+    visible = torch.zeros(out.size(0), cache.max_len, dtype=torch.bool, device=out.device)  # [B, max_len]
+    visible[:, :T] = True if mask is None else mask[:, :T].bool()
+    # The cache is written inside the compiled step: CUDA graphs may only do that to a tensor that stays put.
+    torch._dynamo.mark_static_address(cache.keys)
+    torch._dynamo.mark_static_address(cache.values)
+
+    def next_logits(i):
+        if i == T:
+            return prompt(i)  # the prompt, in one ordinary forward pass that fills the cache
+        visible[:, i - 1] = True
+        logits = step(out[:, i - 1 : i], cache, torch.tensor([i - 1], device=out.device), visible)
+        cache.length = i
+        return logits
+
+    return next_logits
 
 
 def filter_logits(

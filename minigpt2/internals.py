@@ -32,7 +32,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 
 
 @torch.no_grad()  # not inference_mode: activations stay ordinary tensors, usable in any later computation
@@ -83,7 +82,7 @@ def logit_lens(model, input_ids: torch.Tensor, **forward_kwargs) -> torch.Tensor
     _, acts = run_with_cache(model, input_ids, lambda name: name.endswith("hook_resid_post"), **forward_kwargs)
     residuals = torch.stack(list(acts.values()))  # [n_layer, B, T, C]
     with torch.no_grad():
-        return F.linear(model.ln_f(residuals), model.wte.weight).softmax(dim=-1)
+        return model.unembed(model.ln_f(residuals)).softmax(dim=-1)
 
 
 def _select(all_names: list[str], names) -> list[str]:

@@ -78,35 +78,41 @@ class KVCache:
         return self.keys.size(3)
 
 
+@dataclass
 class Mask:
     """Which keys each query may attend to, worked out once per forward and shared by every layer.
 
-    Queries are the T tokens of this call, at positions start..start+T-1; keys are all S = start + T
-    tokens so far. Without padding a query sees every key up to its own position, which
-    scaled_dot_product_attention does by itself (is_causal) or needs no mask for (one new token).
-    With padding (attention_mask 0), padded keys are hidden too, except from the padded query
-    itself: a query must see at least one key, and a padded query's output is never used.
+    keys_visible: bool, broadcastable to [B, H, T, S], or None for causal (or, for one new token,
+    everything); is_causal: let scaled_dot_product_attention apply its own square causal mask.
     """
 
-    def __init__(self, T: int, start: int, attention_mask: torch.Tensor | None, device):
-        self.start = start
-        self.is_causal = attention_mask is None and T > 1 and start == 0
-        self.keys_visible = None  # None: causal (or everything, for one new token)
-        if attention_mask is not None or (T > 1 and start > 0):
-            self.keys_visible = self._causal(T, start + T, device)  # [T, S]
-        if attention_mask is not None:
-            query_pos = torch.arange(start, start + T, device=device)[:, None]
-            own_key = torch.arange(start + T, device=device) == query_pos  # [T, S]
-            real_key = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, S]
-            self.keys_visible = (self.keys_visible & real_key) | own_key  # [B, 1, T, S]
+    keys_visible: torch.Tensor | None = None
+    is_causal: bool = False
 
-    @staticmethod
-    def _causal(T: int, S: int, device) -> torch.Tensor:
-        return torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)  # query i sees keys 0..S-T+i
+    @classmethod
+    def for_call(cls, T: int, start: int, attention_mask: torch.Tensor | None, device) -> Mask:
+        """Queries are the T tokens of this call, at positions start..start+T-1; keys are all S = start + T
+        tokens so far. Without padding a query sees every key up to its own position, which
+        scaled_dot_product_attention does by itself (is_causal) or needs no mask for (one new token).
+        With padding (attention_mask 0), padded keys are hidden too, except from the padded query
+        itself: a query must see at least one key, and a padded query's output is never used.
+        """
+        if attention_mask is None:
+            if T == 1:
+                return cls()
+            return cls(is_causal=True) if start == 0 else cls(_causal(T, start + T, device))  # [T, S]
+        query_pos = torch.arange(start, start + T, device=device)[:, None]
+        own_key = torch.arange(start + T, device=device) == query_pos  # [T, S]
+        real_key = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, S]
+        return cls((_causal(T, start + T, device) & real_key) | own_key)  # [B, 1, T, S]
 
     def full(self, T: int, S: int, device) -> torch.Tensor:
         """The mask as a bool tensor, for attention written out by hand."""
-        return self._causal(T, S, device) if self.keys_visible is None else self.keys_visible
+        return _causal(T, S, device) if self.keys_visible is None else self.keys_visible
+
+
+def _causal(T: int, S: int, device) -> torch.Tensor:
+    return torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)  # query i sees keys 0..S-T+i
 
 
 class Hook:
@@ -130,21 +136,56 @@ class Hook:
         return any(name in self.hooks for name in names)
 
 
+# On the CPU, oneDNN's matrix products read an fp32 weight faster than torch's default kernel when
+# there are few rows, the decode loop's shapes: on gpt2-medium's weights as loaded ([out, in]
+# views of the file's [in, out]), about 1.1x for one row and 1.3x-1.9x for 4 to 16 rows; from
+# about 32 rows on (a prompt) the default kernel is faster. The numbers agree with F.linear's
+# within fp32 rounding. oneDNN's kernels have no backward, so whatever needs a gradient goes
+# through F.linear; so does torch.compile, which picks its own kernels.
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_ONEDNN_MAX_ROWS = 16
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight.T + bias, as F.linear computes it; by oneDNN for a few fp32 rows on the CPU (see above)."""
+    few_rows = x.numel() <= _ONEDNN_MAX_ROWS * x.size(-1)
+    fast = _ONEDNN and few_rows and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+    wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias) if t is not None)
+    if fast and not wants_grad and not torch.compiler.is_compiling():
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """nn.Linear, computed by linear() above."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPT2Config, hook_prefix: str):
         super().__init__()
         self.n_head = config.n_head
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k and v in one matmul
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd)  # q, k and v in one matmul
+        self.c_proj = Linear(config.n_embd, config.n_embd)
         self.hook_prefix = hook_prefix  # "blocks.{i}.attn.": see hook_names()
 
-    def forward(self, x, cache: tuple[torch.Tensor, torch.Tensor] | None, start: int, mask: Mask, hook: Hook):
+    def forward(
+        self, x, cache: tuple[torch.Tensor, torch.Tensor] | None, start: int | torch.Tensor, mask: Mask, hook: Hook
+    ):
         B, T, C = x.shape
         H, D, p = self.n_head, C // self.n_head, self.hook_prefix
         q, k, v = self.c_attn(x).view(B, T, 3, H, D).unbind(2)  # each [B, T, H, D]
         q, k, v = hook(p + "hook_q", q), hook(p + "hook_k", k), hook(p + "hook_v", v)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
-        if cache is not None:
+        if cache is not None and isinstance(start, torch.Tensor):
+            # decode_step: the slot is a tensor and the whole cache is read, so that no shape changes
+            # from one step to the next; the mask hides the slots not written yet.
+            cache[0].index_copy_(2, start, k)
+            cache[1].index_copy_(2, start, v)
+            k, v = cache  # [B, H, max_len, D]
+        elif cache is not None:
             # Write this call's keys and values at their positions, then attend over all so far.
             cached_keys, cached_values = cache  # [B, H, max_len, D]
             cached_keys[:, :, start : start + T] = k
@@ -169,8 +210,8 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: GPT2Config, hook_prefix: str):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, config.mlp_width)
-        self.c_proj = nn.Linear(config.mlp_width, config.n_embd)
+        self.c_fc = Linear(config.n_embd, config.mlp_width)
+        self.c_proj = Linear(config.mlp_width, config.n_embd)
         self.gelu_approximate = config.gelu_approximate
         self.hook_prefix = hook_prefix  # "blocks.{i}.mlp."
 
@@ -191,7 +232,7 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config, p + "mlp.")
 
-    def forward(self, x, cache, start: int, mask: Mask, hook: Hook):
+    def forward(self, x, cache, start: int | torch.Tensor, mask: Mask, hook: Hook):
         p = self.hook_prefix
         x = hook(p + "hook_resid_pre", x)  # [B, T, C]: the residual stream coming in
         attn_out = self.attn(hook(p + "ln1.hook_normalized", self.ln_1(x)), cache, start, mask, hook)
@@ -214,6 +255,7 @@ class GPT2(nn.Module):
         )
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self._compiled_decode_step = None  # made by compiled_decode_step() when first asked for
         if not self.wte.weight.is_meta:  # on the meta device (loading) there is nothing to fill
             self.apply(self._init_weights)
 
@@ -267,18 +309,41 @@ class GPT2(nn.Module):
             positions = (attention_mask.long().cumsum(-1)[:, start:] - 1).clamp(min=0)  # [B, T]
         if hooks:
             internals.check_names(self.hook_names(), hooks)
-        mask = Mask(T, start, attention_mask, device)
-        hook = Hook(hooks)
+        logits = self._run(
+            input_ids, positions, cache, start, Mask.for_call(T, start, attention_mask, device), Hook(hooks)
+        )
+        if cache is not None:
+            cache.length = start + T
+        return logits
 
+    def _run(self, input_ids, positions, cache: KVCache | None, start, mask: Mask, hook: Hook) -> torch.Tensor:
+        """The model itself: embeddings, blocks, final LayerNorm, LM head. Logits [B, T, V]."""
         token_embed = hook("hook_embed", self.wte(input_ids))  # [B, T, C]
         x = token_embed + hook("hook_pos_embed", self.wpe(positions).expand_as(token_embed))
         for i, block in enumerate(self.h):
             layer_cache = (cache.keys[i], cache.values[i]) if cache is not None else None
             x = block(x, layer_cache, start, mask, hook)
-        if cache is not None:
-            cache.length = start + T
-        x = hook("ln_final.hook_normalized", self.ln_f(x))
-        return F.linear(x, self.wte.weight)  # [B, T, V]: the LM head is tied to the token embedding
+        return self.unembed(hook("ln_final.hook_normalized", self.ln_f(x)))
+
+    def unembed(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from the final normalised stream: the LM head is tied to the token embedding."""
+        return linear(x, self.wte.weight)
+
+    def decode_step(self, tokens: torch.Tensor, cache: KVCache, slot: torch.Tensor, visible: torch.Tensor):
+        """Next-token logits [B, V] for one new token per row, with the same shapes at every step, so
+        that torch.compile captures it once (with CUDA graphs on a GPU): generate(compile=True).
+
+        tokens [B, 1] go into cache slot `slot` (a tensor [1]); visible [B, max_len] marks the slots
+        each row attends to: its real tokens so far, this one included. The caller keeps cache.length.
+        """
+        positions = visible.sum(dim=-1, keepdim=True) - 1  # [B, 1]: real tokens before this one
+        return self._run(tokens, positions, cache, slot, Mask(visible[:, None, None, :]), Hook(None))[:, -1]
+
+    def compiled_decode_step(self):
+        """decode_step compiled by torch.compile, once per model ("reduce-overhead": CUDA graphs on a GPU)."""
+        if self._compiled_decode_step is None:
+            self._compiled_decode_step = torch.compile(self.decode_step, mode="reduce-overhead", fullgraph=True)
+        return self._compiled_decode_step
 
     def hook_names(self) -> list[str]:
         """Every named activation point, in the order the forward pass reaches them."""

@@ -69,6 +69,7 @@ def break_tensors(change):
         ([], break_tensors(lambda s: s.update(surplus=torch.zeros(2))), "unexpected: surplus"),
         ([], break_tensors(lambda s: s.update({"wpe.weight": torch.zeros(7, 64)})), "wrong shape: wpe.weight (7, 64)"),
         (["--stream", "--num-return-sequences", "2"], None, "--stream prints one row"),
+        (["--compile", "--no-cache"], None, "argument --no-cache: not allowed with argument --compile"),
     ],
 )
 def test_cli_refuses_with_one_line(tiny_checkpoint, tmp_path, args, breakage, message):

@@ -49,3 +49,17 @@ def test_half_precision_on_cuda_stays_close(tiny_checkpoint, on_cpu, dtype):
     assert relative < 0.05
     out = gpu.generate(ids, max_new_tokens=20, do_sample=True, seed=0)
     assert out.shape == (1, ids.size(1) + 20) and out.is_cuda
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_decode_step_on_cuda(tiny_checkpoint, on_cpu, dtype):
+    """generate(compile=True): torch.compile with CUDA graphs; fp32 picks the eager loop's tokens."""
+    _, tokenizer = on_cpu
+    gpu = GPT2.from_pretrained(tiny_checkpoint, device="cuda", dtype=dtype)
+    input_ids, attention_mask = tokenizer.encode_batch(PROMPTS)
+    options = dict(attention_mask=attention_mask, max_new_tokens=30, eos_token_id=tokenizer.eos_token_id)
+    compiled = gpu.generate(input_ids, compile=True, **options)
+    assert compiled.is_cuda and compiled.size(0) == len(PROMPTS)
+    if dtype == torch.float32:
+        assert torch.equal(compiled, gpu.generate(input_ids, **options))
+    assert torch.equal(gpu.generate(input_ids, compile=True, **options), compiled)  # replayed: the same tokens
