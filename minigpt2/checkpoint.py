@@ -51,9 +51,7 @@ def load_model(name_or_path: str, *, device=None, dtype=None, revision: str | No
     state = read_weights(weights, device=device, dtype=dtype)
     _check_tensors(model, state, weights)
     model.load_state_dict(state, assign=True)
-    # For inference: no autograd graph is built, and linear() can take its faster path.
-    # model.requires_grad_() brings gradients back, for training or attribution through the weights.
-    return model.eval().requires_grad_(False)
+    return model.eval()
 
 
 def find_file(name_or_path: str, filename: str, revision: str | None = None, *, required: bool = False) -> Path | None:

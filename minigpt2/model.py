@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
@@ -136,22 +137,34 @@ class Hook:
         return any(name in self.hooks for name in names)
 
 
-# On the CPU, oneDNN's matrix products read an fp32 weight faster than torch's default kernel when
-# there are few rows, the decode loop's shapes: on gpt2-medium's weights as loaded ([out, in]
-# views of the file's [in, out]), about 1.1x for one row and 1.3x-1.9x for 4 to 16 rows; from
-# about 32 rows on (a prompt) the default kernel is faster. The numbers agree with F.linear's
-# within fp32 rounding. oneDNN's kernels have no backward, so whatever needs a gradient goes
-# through F.linear; so does torch.compile, which picks its own kernels.
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-_ONEDNN_MAX_ROWS = 16
+# On the CPU, torch computes fp32 matrix products with MKL, as transformers does, and the logits
+# of the two agree to about 1e-5. oneDNN's kernels read the weights faster when there are few rows,
+# the decode loop's shapes: on gpt2-medium's weights, 1.1x for one row and 1.3x-1.9x for 4 to 16
+# (scripts/benchmark.py). But they round differently: about 3x MKL's distance from an fp64 result,
+# so further from transformers' logits. Hence opt-in: `with onednn_matmuls(): model.generate(...)`.
+_ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_ONEDNN_MAX_ROWS = 16  # from about 32 rows on (a prompt), MKL is the faster
+_use_onednn = False
+
+
+@contextmanager
+def onednn_matmuls(enabled: bool = True):
+    """Inside this block, fp32 products of up to 16 rows on the CPU run on oneDNN: faster, rounded differently."""
+    global _use_onednn
+    previous, _use_onednn = _use_onednn, enabled and _ONEDNN_AVAILABLE
+    try:
+        yield
+    finally:
+        _use_onednn = previous
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ weight.T + bias, as F.linear computes it; by oneDNN for a few fp32 rows on the CPU (see above)."""
+    """x @ weight.T + bias: F.linear, or oneDNN inside onednn_matmuls() (which has no backward, nor a
+    lowering for torch.compile: those keep F.linear)."""
     few_rows = x.numel() <= _ONEDNN_MAX_ROWS * x.size(-1)
-    fast = _ONEDNN and few_rows and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+    onednn = _use_onednn and few_rows and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
     wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias) if t is not None)
-    if fast and not wants_grad and not torch.compiler.is_compiling():
+    if onednn and not wants_grad and not torch.compiler.is_compiling():
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
 

@@ -6,12 +6,13 @@ gpt2-medium-shaped checkpoint in the official layout (random values) in a tempor
 
     python scripts/benchmark.py                        # everything, gpt2-medium shape, on the CPU
     python scripts/benchmark.py --json bench.json      # the same, also written as JSON
-    python scripts/benchmark.py --model gpt2 --device cuda --dtypes float32,bfloat16,float16
+    python scripts/benchmark.py --device cuda --compile  # on a GPU: fp32, bf16, fp16, and compile=True
 
-Sections: the memory bandwidth bound (a matrix-vector product over a weight-sized matrix, and
+Sections: the memory bandwidth bound (the fastest of three reads of a weight-sized matrix, and
 the decode rate it allows: weights' bytes / bandwidth); batch-1 greedy decode per dtype; prefill
-of a long prompt; batched greedy decode; load time and peak resident memory (in a fresh process
-each, from a warm file cache); and how far bf16/fp16 logits and greedy tokens are from fp32.
+of a long prompt; batched greedy decode; load time (and load + first forward pass, which reads
+every weight) and peak resident memory, in a fresh process each, from a warm file cache; and how
+far bf16/fp16 logits and greedy tokens are from fp32.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from minigpt2 import GPT2  # noqa: E402
 from minigpt2.checkpoint import OFFICIAL_REPOS  # noqa: E402
+from minigpt2.model import linear, onednn_matmuls  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PROMPT_TOKENS = 8
@@ -61,7 +63,7 @@ seconds = time.perf_counter() - started
 peak_loading = rss("VmHWM:") - before  # safetensors are memory-mapped: pages come in at first use
 with torch.inference_mode():
     model(torch.tensor([[0, 1, 2, 3]]))
-print(seconds, peak_loading, rss("VmHWM:") - before)
+print(seconds, time.perf_counter() - started, peak_loading, rss("VmHWM:") - before)
 """
 
 
@@ -89,30 +91,54 @@ def weight_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def bandwidth_probe(n_bytes: int, device):
-    """A run for median_rates: a matrix-vector product over an fp32 matrix of n_bytes; returns the bytes read."""
+def bandwidth_probes(n_bytes: int, device) -> dict:
+    """Runs for median_rates that read an fp32 matrix of n_bytes once and return the bytes read.
+
+    "mv": torch.mv, the matrix-vector product the bound is usually probed with; "linear":
+    minigpt2's product with oneDNN allowed (on the CPU; elsewhere the default), on a matrix in the
+    order it reads fastest; "sum": a plain reduction, reading and nothing else. The bound is the
+    fastest of the three.
+    """
     columns = 1024
     matrix = torch.randn(n_bytes // 4 // columns, columns, device=device)
     vector = torch.randn(columns, device=device)
+    read = matrix.numel() * 4
 
-    def probe():
-        torch.mv(matrix, vector)
-        return matrix.numel() * 4
+    def probe(kernel):
+        def run():
+            with torch.inference_mode(), onednn_matmuls():
+                kernel()
+            return read
 
-    return probe
+        return run
+
+    return {
+        "mv": probe(lambda: torch.mv(matrix, vector)),
+        "linear": probe(lambda: linear(vector[None], matrix)),
+        "sum": probe(matrix.sum),
+    }
 
 
-def decode_runs(ours, reference, prompt, new_tokens: int) -> dict:
-    """Greedy generation of exactly new_tokens per row by both; each run returns the tokens made."""
+def decode_runs(ours, reference, prompt, new_tokens: int, *, onednn=False, compile=False) -> dict:
+    """Greedy generation of exactly new_tokens per row by both, and by minigpt2's opt-in fast paths
+    if asked; each run returns the tokens made. The first run, a warm-up, is where compiling happens."""
 
-    def run_ours():
-        out = ours.generate(prompt, max_new_tokens=new_tokens)
-        return out.numel() - prompt.numel()
+    def ours_run(onednn=False, **options):
+        def run():
+            with onednn_matmuls(onednn):
+                return ours.generate(prompt, max_new_tokens=new_tokens, **options).numel() - prompt.numel()
 
-    def run_reference():
-        return reference_greedy(reference, prompt, new_tokens).numel() - prompt.numel()
+        return run
 
-    return {"minigpt2": run_ours, "transformers": run_reference}
+    runs = {
+        "minigpt2": ours_run(),
+        "transformers": lambda: reference_greedy(reference, prompt, new_tokens).numel() - prompt.numel(),
+    }
+    if onednn:
+        runs["minigpt2 oneDNN"] = ours_run(onednn=True)
+    if compile:
+        runs["minigpt2 compiled"] = ours_run(compile=True)
+    return runs
 
 
 def prefill_runs(ours, reference, prompt) -> dict:
@@ -135,19 +161,27 @@ def load_figures(path: str, dtype: str) -> dict:
             done = subprocess.run(
                 [sys.executable, "-c", LOAD_PROBE, which, path, dtype], capture_output=True, text=True, check=True
             )
-        seconds, peak_loading, peak_forward = (float(x) for x in done.stdout.split()[-3:])
-        figures[which] = {"seconds": seconds, "peak_rss_loading": peak_loading, "peak_rss_first_forward": peak_forward}
+        seconds, with_forward, peak_loading, peak_forward = (float(x) for x in done.stdout.split()[-4:])
+        figures[which] = {
+            "seconds": seconds,
+            "seconds_with_first_forward": with_forward,
+            "peak_rss_loading": peak_loading,
+            "peak_rss_first_forward": peak_forward,
+        }
     return figures
 
 
-def deviation(ours32, path, dtype, device, prompt, new_tokens: int) -> dict:
-    """How far a lower precision is from fp32: max logit difference relative to the largest logit, and greedy tokens."""
-    low = GPT2.from_pretrained(path, device=device, dtype=dtype)
+def deviation(ours32, approx, prompt, new_tokens: int, *, onednn: bool = False) -> dict:
+    """How far `approx` (a lower precision, or oneDNN's rounding) is from minigpt2's default fp32:
+    max logit difference relative to the largest logit, and greedy tokens."""
     with torch.inference_mode():
-        exact, approx = ours32(prompt), low(prompt).float()
-    relative = ((approx - exact).abs().max() / exact.abs().max()).item()
+        exact = ours32(prompt)
+        with onednn_matmuls(onednn):
+            approx_logits = approx(prompt).float()
+    relative = ((approx_logits - exact).abs().max() / exact.abs().max()).item()
     exact_tokens = ours32.generate(prompt, max_new_tokens=new_tokens)[0, prompt.size(1) :]
-    approx_tokens = low.generate(prompt, max_new_tokens=new_tokens)[0, prompt.size(1) :]
+    with onednn_matmuls(onednn):
+        approx_tokens = approx.generate(prompt, max_new_tokens=new_tokens)[0, prompt.size(1) :]
     differ = (exact_tokens != approx_tokens).nonzero()
     return {
         "max_logit_difference_relative": relative,
@@ -169,6 +203,7 @@ def main(argv=None) -> int:
     parser.add_argument("--prefill", type=int, default=512, help="prompt length for the prefill figure")
     parser.add_argument("--batch-sizes", default="1,4,16", help="for batched decode (default: 1,4,16)")
     parser.add_argument("--compare-tokens", type=int, default=100, help="greedy tokens compared across dtypes")
+    parser.add_argument("--compile", action="store_true", help="also decode with generate(compile=True)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args(argv)
     transformers_logging.disable_progress_bar()
@@ -195,28 +230,38 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
         return torch.randint(0, vocab - 1, (batch, length), generator=generator).to(device)
 
     probe_bytes = weight_bytes(ours32)
-    probe = bandwidth_probe(probe_bytes, device)  # timed in the same rounds as the decodes it bounds
+    probes = bandwidth_probes(probe_bytes, device)  # timed in the same rounds as the decodes they bound
     for name in dtypes:
         dtype = DTYPES[name]
         ours = GPT2.from_pretrained(path, device=device, dtype=dtype)
         reference = GPT2LMHeadModel.from_pretrained(path, dtype=dtype).to(device).eval()
-        runs = {**decode_runs(ours, reference, prompt(1, PROMPT_TOKENS), args.new_tokens), "bandwidth": probe}
-        rates = median_rates(runs, args.rounds)
-        bandwidth = rates.pop("bandwidth")
+        onednn = name == "float32" and device.type == "cpu"  # the only place oneDNN's products are used
+        runs = decode_runs(
+            ours, reference, prompt(1, PROMPT_TOKENS), args.new_tokens, onednn=onednn, compile=args.compile
+        )
+        rates = median_rates({**runs, **probes}, args.rounds)
+        probed = {probe: rates.pop(probe) for probe in probes}
+        bandwidth = max(probed.values())
         results.setdefault("bandwidth_bytes_per_s", bandwidth)  # the first dtype's rounds
-        results["decode"][name] = {**rates, "bound": bandwidth / weight_bytes(ours), "bandwidth_bytes_per_s": bandwidth}
+        results["decode"][name] = {
+            **rates,
+            "bound": bandwidth / weight_bytes(ours),
+            "bandwidth_bytes_per_s": bandwidth,
+            "probes_bytes_per_s": probed,
+        }
         if name == "float32":
             long_prompt = prompt(1, min(args.prefill, ours.config.n_positions))
             results["prefill"] = median_rates(prefill_runs(ours, reference, long_prompt), args.rounds)
             results["prefill"]["tokens"] = long_prompt.size(1)
             results["batched"] = {}
             for batch in (int(b) for b in args.batch_sizes.split(",")):
-                runs = decode_runs(ours, reference, prompt(batch, PROMPT_TOKENS), args.new_tokens // 2)
+                runs = decode_runs(ours, reference, prompt(batch, PROMPT_TOKENS), args.new_tokens // 2, onednn=onednn)
                 results["batched"][batch] = median_rates(runs, args.rounds)
-        else:
-            results["decode"][name]["deviation"] = deviation(
-                ours32, path, dtype, device, prompt(1, PROMPT_TOKENS), args.compare_tokens
-            )
+        compared = prompt(1, PROMPT_TOKENS), args.compare_tokens
+        if onednn:
+            results["decode"][name]["deviation_onednn"] = deviation(ours32, ours32, *compared, onednn=True)
+        if name != "float32":
+            results["decode"][name]["deviation"] = deviation(ours32, ours, *compared)
         del ours, reference
     if device.type == "cpu":
         results["load"] = {name: load_figures(path, name) for name in dtypes if name != "float16"}
@@ -233,46 +278,65 @@ def print_table(r: dict) -> None:
         of_bound = f"{ours / bound:9.0%}" if bound else ""
         print(f"{label:34}{ours:10.2f}{theirs:14.2f}{ours / theirs:7.2f}x{of_bound:>10}")
 
+    variants = {"minigpt2 oneDNN": "  with onednn_matmuls()", "minigpt2 compiled": "  with compile=True"}
+
+    def rows(label, figures, bound=None):
+        row(label, figures["minigpt2"], figures["transformers"], bound)
+        for variant, variant_label in variants.items():
+            if variant in figures:
+                row(variant_label, figures[variant], figures["transformers"], bound)
+
     for name, d in r["decode"].items():
-        row(f"decode tok/s, batch 1, {name}", d["minigpt2"], d["transformers"], d["bound"])
+        rows(f"decode tok/s, batch 1, {name}", d, d["bound"])
     for name, d in r["decode"].items():
+        probes = ", ".join(f"{probe} {rate / gb:.1f}" for probe, rate in d["probes_bytes_per_s"].items())
         print(
             f"  bound for {name}: {d['bound']:.2f} tok/s ({r['weight_bytes'][name] / gb:.2f} GB of weights at "
-            f"{d['bandwidth_bytes_per_s'] / gb:.1f} GB/s, probed in the same rounds)"
+            f"{d['bandwidth_bytes_per_s'] / gb:.1f} GB/s, the fastest probe in the same rounds: {probes} GB/s)"
         )
     p = r["prefill"]
     row(f"prefill tok/s, {p['tokens']} tokens, fp32", p["minigpt2"], p["transformers"])
     for batch, b in r["batched"].items():
-        row(f"batched decode tok/s, batch {batch}, fp32", b["minigpt2"], b["transformers"])
+        rows(f"batched decode tok/s, batch {batch}, fp32", b)
     first = next(iter(r["batched"].values()))
     for batch, b in r["batched"].items():
-        print(f"  batch {batch}: {b['minigpt2'] / first['minigpt2']:.2f}x minigpt2's smallest batch")
+        print(
+            f"  batch {batch}: {b['minigpt2'] / first['minigpt2']:.2f}x minigpt2's smallest batch"
+            + (
+                f" ({b['minigpt2 oneDNN'] / first['minigpt2 oneDNN']:.2f}x with oneDNN)"
+                if "minigpt2 oneDNN" in b
+                else ""
+            )
+        )
     if "float32" in r["decode"]:
         fp32_reference = r["decode"]["float32"]["transformers"]
         for name, d in r["decode"].items():
-            print(f"  {name} decode: {d['minigpt2'] / fp32_reference:.2f}x transformers' fp32 decode")
+            for variant in ("minigpt2", *variants):
+                if variant in d:
+                    print(f"  {name} decode, {variant}: {d[variant] / fp32_reference:.2f}x transformers' fp32 decode")
     for name, load in r.get("load", {}).items():
         ours, theirs = load["minigpt2"], load["transformers"]
         weights = r["weight_bytes"][name]
-        print(
-            f"load {name}: {ours['seconds']:.3f} s vs {theirs['seconds']:.3f} s "
-            f"({ours['seconds'] / theirs['seconds']:.2f}x)"
-        )
+        for phase in ("seconds", "seconds_with_first_forward"):
+            print(
+                f"load {name}{' + first forward' if phase != 'seconds' else ''}: {ours[phase]:.3f} s vs "
+                f"{theirs[phase]:.3f} s ({ours[phase] / theirs[phase]:.2f}x)"
+            )
         for phase in ("peak_rss_loading", "peak_rss_first_forward"):
             print(
                 f"  {phase.replace('_', ' ')}: {ours[phase] / gb:.2f} GB vs {theirs[phase] / gb:.2f} GB "
                 f"({ours[phase] / weights:.2f}x vs {theirs[phase] / weights:.2f}x the {name} weights)"
             )
     for name, d in r["decode"].items():
-        if "deviation" in d:
-            dev = d["deviation"]
-            same = (
-                "identical" if dev["greedy_tokens_identical"] else f"differ from token {dev['first_different_token']}"
-            )
-            print(
-                f"{name} vs float32: max logit difference {dev['max_logit_difference_relative']:.2%} of the largest "
-                f"logit; greedy tokens over {dev['tokens_compared']}: {same}"
-            )
+        for key, what in (("deviation", name), ("deviation_onednn", f"{name} with oneDNN")):
+            if key in d:
+                dev = d[key]
+                first_different = dev["first_different_token"]
+                same = "identical" if dev["greedy_tokens_identical"] else f"differ from token {first_different}"
+                print(
+                    f"{what} vs float32: max logit difference {dev['max_logit_difference_relative']:.1e} of the "
+                    f"largest logit; greedy tokens over {dev['tokens_compared']}: {same}"
+                )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ def test_prints_the_greedy_continuation(tiny_checkpoint):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Once upon a time") and len(result.stdout) > len("Once upon a time\n")
     assert result.stderr == ""  # progress goes to a terminal only
-    plain = run_cli("Once upon a time", "--model", str(tiny_checkpoint), "--max-new-tokens", "20", "--no-cache")
-    assert plain.stdout == result.stdout
+    for fast_or_plain in ("--no-cache", "--onednn"):  # the same greedy text by every path
+        other = run_cli("Once upon a time", "--model", str(tiny_checkpoint), "--max-new-tokens", "20", fast_or_plain)
+        assert other.stdout == result.stdout, fast_or_plain
 
 
 def test_max_length_and_several_sequences(tiny_checkpoint):
@@ -46,6 +47,8 @@ def test_help():
         "--top-p",
         "--stream",
         "--explain",
+        "--onednn",
+        "--compile",
     ):
         assert option in result.stdout
 
