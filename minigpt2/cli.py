@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
 import sys
 import time
@@ -225,6 +226,9 @@ def main(argv=None) -> int:
     try:
         with onednn_matmuls(args.onednn):
             run(args)
+    except BrokenPipeError:  # the reader stopped early (| head): stop quietly, as a command killed by SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit flush does not fail
+        return 141
     except (CheckpointError, ValueError, OSError) as e:
         print(f"minigpt2: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1

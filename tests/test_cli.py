@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 
 def test_prints_the_greedy_continuation(tiny_checkpoint):
@@ -27,6 +29,16 @@ def test_max_length_and_several_sequences(tiny_checkpoint):
     lines = result.stdout.splitlines()
     assert [line[:3] for line in lines] == ["0: ", "1: "]
     assert lines[0][3:] == lines[1][3:]  # greedy rows are identical, as in transformers
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tiny_checkpoint):
+    """`minigpt2 ... | head -1`: output the reader no longer wants is dropped quietly, as Unix tools do (exit 141)."""
+    script, prompt = ROOT / "scripts" / "generate.py", "Once upon a time"
+    args = f"--model {tiny_checkpoint} --max-new-tokens 100 --explain 50"  # ~80 kB: more than a pipe holds
+    command = f"{sys.executable} {script} '{prompt}' {args} | head -1"
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=300)
+    assert result.stdout.startswith("step 1: picked") and result.stdout.count("\n") == 1
+    assert result.stderr == "" and result.returncode == 141
 
 
 def test_help():
