@@ -91,15 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument(
         "--no-cache", action="store_true", help="feed the whole sequence every step instead of using the KV cache"
     )
-    p.add_argument(
-        "--onednn",
-        action="store_true",
-        help="on the CPU in fp32, decode with oneDNN's matrix products: faster, rounded unlike transformers'",
-    )
     decode.add_argument(
         "--compile",
         action="store_true",
         help="compile the decode step with torch.compile (CUDA graphs on a GPU); compiling takes a minute or more",
+    )
+    p.add_argument(
+        "--onednn",
+        action="store_true",
+        help="on the CPU in fp32, decode with oneDNN's matrix products: faster, rounded unlike transformers'",
     )
     sampling = p.add_argument_group("sampling (default: greedy)")
     sampling.add_argument("--do-sample", action="store_true", help="draw each token instead of taking the argmax")
