@@ -65,12 +65,13 @@ def test_decode_step_equals_the_cached_forward(tiny):
     B, T = input_ids.shape
     sliced, static = model.new_cache(B, T + 1), model.new_cache(B, model.config.n_positions)
     next_ids = torch.tensor([[5], [6], [7]])
+    with_next = F.pad(attention_mask, (0, 1), value=1)  # [B, T + 1]: the prompt's mask, then the new token
     with torch.inference_mode():
         model(input_ids, sliced, attention_mask=attention_mask)
         model(input_ids, static, attention_mask=attention_mask)
-        expected = model(next_ids, sliced, attention_mask=F.pad(attention_mask, (0, 1), value=1))[:, -1]
+        expected = model(next_ids, sliced, attention_mask=with_next)[:, -1]
         visible = torch.zeros(B, static.max_len, dtype=torch.bool)
-        visible[:, : T + 1] = F.pad(attention_mask, (0, 1), value=1).bool()
+        visible[:, : T + 1] = with_next.bool()
         logits = model.decode_step(next_ids, static, torch.tensor([T]), visible)
     diff = (logits - expected).abs().max().item()
     print(f"\ndecode_step vs cached forward: max abs logit difference {diff:.1e}")
