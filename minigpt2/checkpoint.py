@@ -23,6 +23,7 @@ from huggingface_hub.errors import (
 )
 from safetensors import SafetensorError, safe_open
 
+from .activations import ACTIVATIONS, LEARNED
 from .model import GPT2, GPT2Config
 
 OFFICIAL_REPOS = {
@@ -32,9 +33,14 @@ OFFICIAL_REPOS = {
     "gpt2-xl": "openai-community/gpt2-xl",
     "distilgpt2": "distilbert/distilgpt2",
 }
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference
+# In transformers' order of preference; an *.index.json names the shards of a sharded checkpoint.
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 _HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-_GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
 
 
 class CheckpointError(ValueError):
@@ -45,11 +51,11 @@ def load_model(name_or_path: str, *, device=None, dtype=None, revision: str | No
     """Build the model on the meta device (no memory, no random init) and attach the checkpoint's tensors."""
     device = check_device(device)
     config = read_config(find_file(name_or_path, "config.json", revision, required=True))
-    weights = _weights_file(name_or_path, revision)
+    files = weight_files(name_or_path, revision)
     with torch.device("meta"):
         model = GPT2(config)
-    state = read_weights(weights, device=device, dtype=dtype)
-    _check_tensors(model, state, weights)
+    state = read_weights(files, device=device, dtype=dtype, tied=config.tie_word_embeddings)
+    _check_tensors(model, state, files[0] if len(files) == 1 else files[0].parent)
     model.load_state_dict(state, assign=True)
     return model.eval()
 
@@ -79,6 +85,8 @@ def _hub_file(repo: str, filename: str, revision: str | None, required: bool) ->
     try:
         return Path(hf_hub_download(repo, filename, revision=revision))
     except LocalEntryNotFoundError:
+        if not required:  # offline: the caller may have another file to try, and says so if it has none
+            return None
         raise CheckpointError(
             f"{filename} of {at} is not in the local hub cache and the hub cannot be reached (no network, or "
             "HF_HUB_OFFLINE is set); connect once to download it, or pass a local checkpoint directory"
@@ -100,19 +108,35 @@ def _hub_file(repo: str, filename: str, revision: str | None, required: bool) ->
         raise CheckpointError(f"could not download {filename} of {at}: {_first_line(e)}") from None
 
 
-def _weights_file(name_or_path: str, revision: str | None) -> Path:
+def weight_files(name_or_path: str, revision: str | None = None) -> list[Path]:
+    """The checkpoint's weights: one file, or the shards that its *.index.json names (downloaded if need be)."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
-        if path.suffix not in (".safetensors", ".bin"):
+        if not path.name.endswith((".safetensors", ".bin", ".index.json")):
             raise CheckpointError(
                 f"{path} is not a weights file; give a .safetensors or .bin file, or a checkpoint directory"
             )
-        return path
-    for filename in WEIGHT_FILES:
-        found = find_file(name_or_path, filename, revision)
-        if found is not None:
-            return found
-    raise CheckpointError(f"{name_or_path} has neither {' nor '.join(WEIGHT_FILES)}")
+        found, name_or_path = path, path.parent
+    else:
+        found = next((f for name in WEIGHT_FILES if (f := find_file(name_or_path, name, revision))), None)
+    if found is None:
+        hint = "" if path.exists() else " (or, offline, none of them is in the local hub cache)"
+        raise CheckpointError(f"{name_or_path} has none of {', '.join(WEIGHT_FILES)}{hint}")
+    if not found.name.endswith(".index.json"):
+        return [found]
+    return [find_file(name_or_path, shard, revision, required=True) for shard in _shard_names(found)]
+
+
+def _shard_names(index: Path) -> list[str]:
+    """The files a sharded checkpoint's index maps its tensors to, each once, in order."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{index} is not a readable shard index: {_first_line(e)}") from None
+    if not names or any(not isinstance(n, str) or "/" in n or "\\" in n or n.startswith(".") for n in names):
+        raise CheckpointError(f"{index} names no shards, or names files outside its own folder")
+    return names
 
 
 def read_config(path: Path) -> GPT2Config:
@@ -126,16 +150,15 @@ def read_config(path: Path) -> GPT2Config:
         raise CheckpointError(
             f"{path} describes a {kind!r} model, not GPT-2 (model_type 'gpt2'); minigpt2 loads GPT-2 only"
         )
-    unsupported = {
-        "activation_function": raw.get("activation_function", "gelu_new") not in _GELU,
-        "add_cross_attention": raw.get("add_cross_attention", False),
-        "scale_attn_weights": not raw.get("scale_attn_weights", True),
-        "scale_attn_by_inverse_layer_idx": raw.get("scale_attn_by_inverse_layer_idx", False),
-        "tie_word_embeddings": not raw.get("tie_word_embeddings", True),
-    }
-    if any(unsupported.values()):
-        names = ", ".join(f"{k}={raw.get(k)!r}" for k, bad in unsupported.items() if bad)
-        raise CheckpointError(f"{path} asks for a GPT-2 variant minigpt2 does not implement: {names}")
+    if raw.get("add_cross_attention"):
+        raise CheckpointError(
+            f"{path} asks for cross-attention (add_cross_attention), the decoder half of an encoder-decoder; "
+            "minigpt2 runs GPT-2 language models only"
+        )
+    activation = raw.get("activation_function", "gelu_new")
+    if activation not in ACTIVATIONS:
+        why = "has learned parameters that GPT-2's MLP has no place for" if activation in LEARNED else "is unknown"
+        raise CheckpointError(f"{path} asks for activation_function={activation!r}, which {why}")
     try:
         return GPT2Config(
             vocab_size=int(raw["vocab_size"]),
@@ -145,8 +168,12 @@ def read_config(path: Path) -> GPT2Config:
             n_head=int(raw["n_head"]),
             n_inner=raw.get("n_inner"),
             layer_norm_epsilon=float(raw.get("layer_norm_epsilon", 1e-5)),
-            gelu_approximate=_GELU[raw.get("activation_function", "gelu_new")],
+            activation_function=activation,
             eos_token_id=raw.get("eos_token_id"),
+            tie_word_embeddings=bool(raw.get("tie_word_embeddings", True)),
+            scale_attn_weights=bool(raw.get("scale_attn_weights", True)),
+            scale_attn_by_inverse_layer_idx=bool(raw.get("scale_attn_by_inverse_layer_idx", False)),
+            reorder_and_upcast_attn=bool(raw.get("reorder_and_upcast_attn", False)),
         )
     except KeyError as e:
         raise CheckpointError(f"{path} lacks the field {e.args[0]!r} that a GPT-2 config must have") from None
@@ -154,33 +181,55 @@ def read_config(path: Path) -> GPT2Config:
         raise CheckpointError(f"{path} has an invalid value: {_first_line(e)}") from None
 
 
-def read_weights(path: Path, *, device=None, dtype=None) -> dict[str, torch.Tensor]:
-    """The checkpoint's tensors under minigpt2's names, on `device` in `dtype` (None: as stored).
+def read_weights(paths: list[Path], *, device=None, dtype=None, tied: bool = True) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint's file(s) under minigpt2's names, on `device` in `dtype` (None: as stored).
 
     Official files store the projections [in, out] (transformers' Conv1D); nn.Linear wants
     [out, in], which a transposed view gives without a copy. Safetensors files are memory
-    mapped, so a tensor that needs no conversion is not copied at all; one that is converted
-    (another dtype or device) is written as [out, in] in order, the layout that torch's
-    bf16/fp16 matrix-vector kernels read fastest.
+    mapped, so fp32 on the CPU is not copied at all. Anything else (another dtype, half
+    precision as stored, another device) is copied and written [out, in] in order, the layout
+    that torch's bf16/fp16 matrix-vector kernels read fastest.
+    tied: the LM head is the token embedding, so a stored lm_head.weight is left unread.
     """
+    device = torch.device(device or "cpu")
     state = {}
-    # The official files are fp32; converting them (to bf16, or off the CPU) reads each tensor through
-    # its own mapping of the file, so that the fp32 pages leave memory as each tensor is converted.
-    converting = (dtype is not None and dtype != torch.float32) or torch.device(device or "cpu").type != "cpu"
-    for name, tensor in _read_tensors(path, one_mapping_per_tensor=converting):
-        name = _minigpt2_name(name)
-        if name is None:
-            continue
-        if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) and tensor.dim() == 2:
-            tensor = tensor.t()
-        state[name] = tensor.to(device=device, dtype=dtype, memory_format=torch.contiguous_format)
+    for path in paths:
+        # A file that is converted is read through one mapping per tensor, so that its pages leave
+        # memory as each tensor is converted, and the peak stays near the converted size.
+        stored = _stored_dtype(path)
+        converting = device.type != "cpu" or (dtype or stored) != torch.float32
+        for name, tensor in _read_tensors(path, one_mapping_per_tensor=converting):
+            name = _minigpt2_name(name, tied)
+            if name is None:
+                continue
+            if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) and tensor.dim() == 2:
+                tensor = tensor.t()
+            copy = device.type != "cpu" or (dtype or tensor.dtype) != torch.float32
+            state[name] = tensor.to(device=device, dtype=dtype, memory_format=torch.contiguous_format, copy=copy)
     return state
+
+
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
+def _stored_dtype(path: Path) -> torch.dtype | None:
+    """The dtype of a safetensors file's weights, read from its header; None for a .bin (read whole anyway)."""
+    if path.suffix != ".safetensors":
+        return None
+    try:
+        with safe_open(path, framework="pt") as f:
+            weight = next((n for n in f.keys() if n.endswith(".weight")), None)
+            return _SAFETENSORS_DTYPES.get(f.get_slice(weight).get_dtype()) if weight else None
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({_first_line(e)}); download it again"
+        ) from None
 
 
 def _read_tensors(path: Path, *, one_mapping_per_tensor: bool = False):
     if path.suffix == ".bin":
         try:  # weights_only: a .bin is a pickle, and nothing in it may run code
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = _torch_load(path)
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
             raise CheckpointError(f"{path} is not a readable PyTorch weights file: {_first_line(e)}") from None
         if not isinstance(state, dict):
@@ -207,11 +256,21 @@ def _read_tensors(path: Path, *, one_mapping_per_tensor: bool = False):
 _BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")  # causal-mask buffers, not weights
 
 
-def _minigpt2_name(name: str) -> str | None:
+def _torch_load(path: Path):
+    """A .bin's tensors, memory-mapped where the file's format allows it (torch >= 1.6 wrote such files)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _minigpt2_name(name: str, tied: bool) -> str | None:
     """Official files have no prefix, save_pretrained's have "transformer."; both map to ours."""
     name = name.removeprefix("transformer.")
-    if name == "lm_head.weight" or _BUFFER.fullmatch(name):
-        return None  # the head is tied to wte, and the mask is computed, not stored
+    if (tied and name == "lm_head.weight") or _BUFFER.fullmatch(name):
+        return None  # a tied head is wte, and the mask is computed, not stored
     return name
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import generation, internals
+from .activations import ACTIVATIONS
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,21 @@ class GPT2Config:
     n_head: int = 12
     n_inner: int | None = None  # MLP hidden width; None means 4 * n_embd
     layer_norm_epsilon: float = 1e-5
-    gelu_approximate: str = "tanh"  # GPT-2's "gelu_new" is the tanh approximation
+    activation_function: str = "gelu_new"  # the MLP's nonlinearity: a name in minigpt2/activations.py
     eos_token_id: int | None = 50256
+    # Variants of GPT-2 that transformers computes too (the official checkpoints use the defaults):
+    tie_word_embeddings: bool = True  # False: a separate lm_head.weight instead of wte
+    scale_attn_weights: bool = True  # False: attention scores are not divided by sqrt(head_dim)
+    scale_attn_by_inverse_layer_idx: bool = False  # True: block i also divides them by i + 1 (stanford-crfm)
+    reorder_and_upcast_attn: bool = False  # True: scores and softmax in fp32 even when the weights are half
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.activation_function not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation_function {self.activation_function!r}; choose one of {', '.join(ACTIVATIONS)}"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -183,12 +193,17 @@ class Linear(nn.Linear):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPT2Config, hook_prefix: str):
+    def __init__(self, config: GPT2Config, index: int, hook_prefix: str):
         super().__init__()
         self.n_head = config.n_head
         self.c_attn = Linear(config.n_embd, 3 * config.n_embd)  # q, k and v in one matmul
         self.c_proj = Linear(config.n_embd, config.n_embd)
         self.hook_prefix = hook_prefix  # "blocks.{i}.attn.": see hook_names()
+        # Scores are q.k / sqrt(head_dim), the softmax's usual temperature; two config variants change it.
+        self.scale = config.head_dim**-0.5 if config.scale_attn_weights else 1.0
+        if config.scale_attn_by_inverse_layer_idx:
+            self.scale /= index + 1
+        self.upcast = config.reorder_and_upcast_attn
 
     def forward(
         self, x, cache: tuple[torch.Tensor, torch.Tensor] | None, start: int | torch.Tensor, mask: Mask, hook: Hook
@@ -210,20 +225,26 @@ class CausalSelfAttention(nn.Module):
             cached_keys[:, :, start : start + T] = k
             cached_values[:, :, start : start + T] = v
             k, v = cached_keys[:, :, : start + T], cached_values[:, :, : start + T]  # [B, H, S, D]
-        if hook.wants(p + "hook_attn_scores", p + "hook_pattern"):
-            y = self._attention_written_out(q, k, v, mask, hook)
+        upcast = self.upcast and q.dtype != torch.float32
+        if upcast or hook.wants(p + "hook_attn_scores", p + "hook_pattern"):
+            y = self._attention_written_out(q, k, v, mask, hook, upcast)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.keys_visible, is_causal=mask.is_causal)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask.keys_visible, is_causal=mask.is_causal, scale=self.scale
+            )
         z = hook(p + "hook_z", y.transpose(1, 2))  # [B, T, H, D]: each head's output
         return self.c_proj(z.reshape(B, T, C))  # heads side by side, then mixed
 
-    def _attention_written_out(self, q, k, v, mask: Mask, hook: Hook):
-        """What scaled_dot_product_attention computes, step by step, so the pattern can be seen."""
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # [B, H, T, S]
+    def _attention_written_out(self, q, k, v, mask: Mask, hook: Hook, upcast: bool = False):
+        """What scaled_dot_product_attention computes, step by step, so the pattern can be seen.
+        upcast: scores and softmax in fp32 (reorder_and_upcast_attn), back to v's dtype to mix the values."""
+        if upcast:
+            q, k = q.float(), k.float()
+        scores = (q @ k.transpose(-2, -1)) * self.scale  # [B, H, T, S]
         scores = scores.masked_fill(~mask.full(q.size(2), k.size(2), q.device), float("-inf"))
         scores = hook(self.hook_prefix + "hook_attn_scores", scores)
         pattern = hook(self.hook_prefix + "hook_pattern", scores.softmax(dim=-1))  # [B, H, T, S], rows sum to 1
-        return pattern @ v  # [B, H, T, D]
+        return pattern.to(v.dtype) @ v  # [B, H, T, D]
 
 
 class MLP(nn.Module):
@@ -231,12 +252,12 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = Linear(config.n_embd, config.mlp_width)
         self.c_proj = Linear(config.mlp_width, config.n_embd)
-        self.gelu_approximate = config.gelu_approximate
+        self.act = ACTIVATIONS[config.activation_function]  # GPT-2's: GELU, tanh approximation
         self.hook_prefix = hook_prefix  # "blocks.{i}.mlp."
 
     def forward(self, x, hook: Hook):
         pre = hook(self.hook_prefix + "hook_pre", self.c_fc(x))  # [B, T, mlp_width]
-        post = hook(self.hook_prefix + "hook_post", F.gelu(pre, approximate=self.gelu_approximate))
+        post = hook(self.hook_prefix + "hook_post", self.act(pre))
         return self.c_proj(post)
 
 
@@ -247,7 +268,7 @@ class Block(nn.Module):
         super().__init__()
         p = self.hook_prefix = f"blocks.{index}."
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-        self.attn = CausalSelfAttention(config, p + "attn.")
+        self.attn = CausalSelfAttention(config, index, p + "attn.")
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config, p + "mlp.")
 
@@ -261,7 +282,7 @@ class Block(nn.Module):
 
 
 class GPT2(nn.Module):
-    """Embeddings, n_layer blocks, a final LayerNorm, and an LM head tied to the token embedding."""
+    """Embeddings, n_layer blocks, a final LayerNorm, and an LM head (tied to the token embedding, as a rule)."""
 
     def __init__(self, config: GPT2Config):
         super().__init__()
@@ -274,6 +295,8 @@ class GPT2(nn.Module):
         )
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        if not config.tie_word_embeddings:  # a head of its own, [V, C]
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self._compiled_decode_step = None  # made by compiled_decode_step() when first asked for
         if not self.wte.weight.is_meta:  # on the meta device (loading) there is nothing to fill
             self.apply(self._init_weights)
@@ -282,7 +305,7 @@ class GPT2(nn.Module):
         """GPT-2's initialisation, for a model built from a config rather than loaded."""
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
         # Residual projections get a smaller std so the residual stream does not grow with depth.
         if isinstance(module, (CausalSelfAttention, MLP)):
@@ -345,8 +368,8 @@ class GPT2(nn.Module):
         return self.unembed(hook("ln_final.hook_normalized", self.ln_f(x)))
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits from the final normalised stream: the LM head is tied to the token embedding."""
-        return linear(x, self.wte.weight)
+        """Logits from the final normalised stream: the LM head is the token embedding, unless the config unties it."""
+        return linear(x, self.wte.weight if self.config.tie_word_embeddings else self.lm_head.weight)
 
     def decode_step(self, tokens: torch.Tensor, cache: KVCache, slot: torch.Tensor, visible: torch.Tensor):
         """Next-token logits [B, V] for one new token per row, with the same shapes at every step, so

@@ -1,16 +1,23 @@
 """Write a randomly initialised GPT-2 checkpoint in the official hub layout, for work without a network.
 
 The weights come from transformers' own GPT2LMHeadModel initialisation (transformers is the
-reference, needed here and nowhere in minigpt2/). Two layouts:
+reference, needed here and nowhere in minigpt2/). Layouts:
   official         what openai-community/gpt2* hold: config.json with the official fields,
                    model.safetensors with unprefixed keys, the h.N.attn.bias mask buffers,
                    and no lm_head.weight (it is tied to wte);
-  save_pretrained  what transformers' save_pretrained writes ("transformer." prefixed keys).
+  save_pretrained  what transformers' save_pretrained writes ("transformer." prefixed keys);
+  finetuned        a fine-tune as transformers 5 saves it: tokenizer.json + tokenizer_config.json
+                   only, a pad token, chat tokens and a plain added token, the vocabulary resized
+                   to a multiple of 64, the weights in shards (implies --tokenizer);
+  kogpt2           the Korean GPT-2's layout (skt/kogpt2-base-v2): a SentencePiece-style BPE in
+                   tokenizer.json alone (NFKC, "▁" metaspace, <s> </s> <usr> <pad> <unk> ...),
+                   eos and pad named only in config.json, weights in pytorch_model.bin.
 With --tokenizer it also trains a small byte-level BPE vocabulary (vocab.json + merges.txt, with
 <|endoftext|> last, as GPT-2 has it) and sizes the model's vocabulary to match.
 
     python scripts/make_checkpoint.py /tmp/gpt2-medium-random --shape gpt2-medium
     python scripts/make_checkpoint.py /tmp/tiny --shape tiny --tokenizer
+    python scripts/make_checkpoint.py /tmp/ko --shape tiny --layout kogpt2
 """
 
 from __future__ import annotations
@@ -98,15 +105,31 @@ def train_tokenizer(out_dir: Path, vocab_size: int) -> int:
     return len(vocab)
 
 
+# The Korean GPT-2's special tokens, in its order (its vocabulary has 100 <unused> tokens; a few do here).
+KOGPT2_SPECIALS = ["<s>", "</s>", "<usr>", "<pad>", "<sys>", "<unk>", "<mask>", "<d>", "</d>"] + [
+    f"<unused{i}>" for i in range(4)
+]
+# What a fine-tune adds to GPT-2's tokenizer: a pad token, chat tokens (one that takes the whitespace
+# around it), and a plain token matched after the special ones.
+FINETUNE_SPECIALS = {"pad_token": "<|pad|>", "additional_special_tokens": ["<|user|>", "<|assistant|>"]}
+
+
 def write_checkpoint(
     out_dir, *, shape: str = "tiny", layout: str = "official", tokenizer: bool = False, seed: int = 0, **overrides
 ) -> Path:
-    """Write a random checkpoint into out_dir (created if needed) and return its path."""
+    """Write a random checkpoint into out_dir (created if needed) and return its path.
+
+    overrides: config.json fields (n_positions, tie_word_embeddings, activation_function, ...).
+    """
     from safetensors.torch import save_file
     from transformers import GPT2Config, GPT2LMHeadModel
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if layout == "finetuned":
+        return _write_finetuned(out_dir, shape=shape, seed=seed, **overrides)
+    if layout == "kogpt2":
+        return _write_kogpt2(out_dir, shape=shape, seed=seed, **overrides)
     shape_args = {**SHAPES[shape], **overrides}
     if tokenizer:
         shape_args["vocab_size"] = train_tokenizer(out_dir, shape_args.get("vocab_size", 1000))
@@ -118,8 +141,11 @@ def write_checkpoint(
         return out_dir
     n = config["n_positions"]
     causal_mask = torch.tril(torch.ones(n, n)).view(1, 1, n, n)
+    tied = config.get("tie_word_embeddings", True)  # a tied head is wte: the official files do not store it
     state = {
-        k.removeprefix("transformer."): v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"
+        k.removeprefix("transformer."): v.contiguous()
+        for k, v in model.state_dict().items()
+        if not (tied and k == "lm_head.weight")
     }
     state.update({f"h.{i}.attn.bias": causal_mask.clone() for i in range(config["n_layer"])})
     save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
@@ -127,11 +153,50 @@ def write_checkpoint(
     return out_dir
 
 
+def _write_finetuned(out_dir: Path, *, shape: str, seed: int, dtype=None, **overrides) -> Path:
+    from tokenizers import AddedToken
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    base = write_checkpoint(out_dir / "base", shape=shape, tokenizer=True, seed=seed, **overrides)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.add_special_tokens(FINETUNE_SPECIALS)
+    tokenizer.add_special_tokens({"additional_special_tokens": [AddedToken("<|sys|>", lstrip=True, rstrip=True)]})
+    tokenizer.add_tokens(["fine_tuned_word"])
+    model = GPT2LMHeadModel.from_pretrained(base, dtype=dtype)
+    model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64, mean_resizing=False)
+    model.save_pretrained(out_dir, max_shard_size="100KB")
+    tokenizer.save_pretrained(out_dir)
+    _remove_tree(base)
+    return out_dir
+
+
+def _write_kogpt2(out_dir: Path, *, shape: str, seed: int, **overrides) -> Path:
+    from tokenizers import SentencePieceBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    bpe = SentencePieceBPETokenizer(unk_token="<unk>")
+    bpe.train_from_iterator(SAMPLE_TEXTS * 3, vocab_size=600, special_tokens=KOGPT2_SPECIALS, show_progress=False)
+    bpe.save(str(out_dir / "tokenizer.json"))
+    config = official_config(**{**SHAPES[shape], "vocab_size": bpe.get_vocab_size(), **overrides})
+    config.update(bos_token_id=0, eos_token_id=1, pad_token_id=3)  # <s>, </s>, <pad>, as the Korean GPT-2 has them
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(GPT2Config(**config)).eval()
+    torch.save(dict(model.state_dict()), out_dir / "pytorch_model.bin")  # "transformer." keys and lm_head.weight
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return out_dir
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path, help="directory to write the checkpoint into")
     parser.add_argument("--shape", choices=SHAPES, default="tiny", help="model size (default: tiny)")
-    parser.add_argument("--layout", choices=["official", "save_pretrained"], default="official")
+    parser.add_argument("--layout", choices=["official", "save_pretrained", "finetuned", "kogpt2"], default="official")
     parser.add_argument("--tokenizer", action="store_true", help="also train and write vocab.json + merges.txt")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing the package
 
-from transformers import GPT2LMHeadModel, GPT2TokenizerFast  # noqa: E402
+from transformers import AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerFast  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from minigpt2 import GPT2, CheckpointError, Tokenizer  # noqa: E402
@@ -74,7 +74,10 @@ def compare(model: str, *, dtype: str = "float32", device: str = "cpu", revision
     ours = GPT2.from_pretrained(model, device=device, dtype=torch_dtype, revision=revision)
     theirs = GPT2LMHeadModel.from_pretrained(repo, dtype=torch_dtype, revision=revision).to(device).eval()
     tokenizer = Tokenizer.from_pretrained(model, revision=revision)
-    reference_tokenizer = GPT2TokenizerFast.from_pretrained(repo, revision=revision)
+    # The reference reads the same files: transformers' GPT-2 tokenizer for GPT-2's byte-level BPE, its
+    # generic one for any other tokenizer.json (as the Korean GPT-2's model card loads it).
+    reference_class = AutoTokenizer if tokenizer.kind == "gpt2-byte-level" else PreTrainedTokenizerFast
+    reference_tokenizer = reference_class.from_pretrained(repo, revision=revision)
     limits = THRESHOLDS[dtype]
 
     prompts = dict(PROMPTS)

@@ -90,3 +90,15 @@ def run_script(script: str, *args: str, env: dict[str, str] | None = None) -> su
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """The loop script: python scripts/generate.py ARGS."""
     return run_script("generate.py", *args, env=env)
+
+
+@pytest.fixture(scope="session")
+def finetuned_checkpoint(tmp_path_factory) -> Path:
+    """A fine-tune as transformers 5 saves it: tokenizer.json only, added tokens, resized vocabulary, shards."""
+    return write_checkpoint(tmp_path_factory.mktemp("finetuned"), layout="finetuned", initializer_range=TINY_INIT)
+
+
+@pytest.fixture(scope="session")
+def kogpt2_checkpoint(tmp_path_factory) -> Path:
+    """The Korean GPT-2's layout: a SentencePiece-style BPE tokenizer.json, eos in config.json, a .bin."""
+    return write_checkpoint(tmp_path_factory.mktemp("kogpt2"), layout="kogpt2", initializer_range=TINY_INIT)

@@ -131,13 +131,15 @@ def rewrite_weights(directory, change):
             "not a readable safetensors file",
         ),
         (lambda d: write_config(d, model_type="llama"), CheckpointError, "describes a 'llama' model, not GPT-2"),
-        (lambda d: write_config(d, activation_function="relu"), CheckpointError, "activation_function='relu'"),
+        (lambda d: write_config(d, activation_function="prelu"), CheckpointError, "'prelu', which has learned"),
+        (lambda d: write_config(d, activation_function="gelu_99"), CheckpointError, "'gelu_99', which is unknown"),
+        (lambda d: write_config(d, add_cross_attention=True), CheckpointError, "asks for cross-attention"),
         (lambda d: (d / "config.json").write_text("{not json"), CheckpointError, "not a readable JSON config"),
         (lambda d: (d / "config.json").unlink(), CheckpointError, "needs its config.json"),
         (
             lambda d: (d / "model.safetensors").unlink(),
             CheckpointError,
-            "has neither model.safetensors nor pytorch_model.bin",
+            "has none of model.safetensors, model.safetensors.index.json, pytorch_model.bin",
         ),
         (lambda d: write_config(d, n_layer=3), CheckpointError, "missing: h.2.ln_1.weight"),
         (

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from conftest import LOGIT_TOLERANCE, TINY_INIT
 from make_checkpoint import write_checkpoint
 from transformers import GPT2LMHeadModel
 
-from minigpt2 import GPT2
+from minigpt2 import GPT2, GPT2Config
+from minigpt2.activations import ACTIVATIONS
 
 NEW_TOKENS = 40
 
@@ -42,30 +45,75 @@ def test_logits_match_transformers_tiny(layout, request):
     assert diff <= LOGIT_TOLERANCE
 
 
+# Variants that compute what GPT-2's defaults compute: the tanh GELU written other ways, and the fp32
+# upcast, which changes nothing when the weights are fp32 already.
+SAME_AS_DEFAULT = {"gelu_pytorch_tanh", "gelu_python_tanh", "gelu_fast", "gelu_accurate", "reorder_and_upcast_attn"}
+
+
 @pytest.mark.parametrize(
     "variant",
     [
         {"n_inner": 100, "layer_norm_epsilon": 1e-6, "n_positions": 64},
         {"activation_function": "gelu_pytorch_tanh", "n_layer": 3, "n_head": 8},
         {"activation_function": "gelu", "vocab_size": 321},
+        {"n_positions": 77, "vocab_size": 50304 // 64},
+        {"tie_word_embeddings": False},
+        {"scale_attn_by_inverse_layer_idx": True, "n_layer": 4},
+        {"scale_attn_weights": False},
+        {"reorder_and_upcast_attn": True},
+        *({"activation_function": name} for name in ACTIVATIONS if name != "gelu_new"),
     ],
+    ids=lambda v: ",".join(f"{k}={v}" for k, v in v.items()),
 )
 def test_config_variants_match_transformers(variant, tmp_path):
-    """Any GPT2LMHeadModel checkpoint builds from its own config.json, not only the official shapes."""
+    """Any GPT2LMHeadModel checkpoint builds from its own config.json, not only the official shapes,
+    and computes each variant transformers' GPT-2 computes."""
     ours, reference = load_both(
         write_checkpoint(tmp_path, shape="tiny", seed=5, initializer_range=TINY_INIT, **variant)
     )
     input_ids = torch.randint(0, ours.config.vocab_size, (2, 30), generator=torch.Generator().manual_seed(0))
     diff = max_logit_difference(ours, reference, input_ids)
-    print(f"\n{variant}: max abs logit difference {diff:.3e}")
+    # The same weights computed as plain GPT-2: the variant must move the logits well past the tolerance.
+    plain = GPT2(replace(ours.config, **{k: getattr(GPT2Config(), k) for k in variant if k in VARIANT_FIELDS}))
+    plain.load_state_dict(ours.state_dict(), strict=False)
+    with torch.no_grad():
+        moved = (plain(input_ids) - ours(input_ids)).abs().max().item()
+    print(f"\n{variant}: max abs logit difference {diff:.3e}; the variant moves the logits by {moved:.3e}")
     assert diff <= LOGIT_TOLERANCE
+    if not SAME_AS_DEFAULT & {*variant, *variant.values()} and set(variant) & VARIANT_FIELDS:
+        assert moved > 10 * LOGIT_TOLERANCE
+
+
+VARIANT_FIELDS = {
+    "activation_function",
+    "tie_word_embeddings",
+    "scale_attn_weights",
+    "scale_attn_by_inverse_layer_idx",
+    "reorder_and_upcast_attn",
+}
+
+
+def test_reorder_and_upcast_attn_computes_attention_in_fp32_under_bf16(tmp_path):
+    path = write_checkpoint(tmp_path, shape="tiny", seed=5, initializer_range=TINY_INIT, reorder_and_upcast_attn=True)
+    ours = GPT2.from_pretrained(path, dtype=torch.bfloat16)
+    # transformers applies the option in its eager attention only; its default (sdpa) ignores it.
+    reference = GPT2LMHeadModel.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="eager").eval()
+    input_ids = torch.randint(0, ours.config.vocab_size, (2, 30), generator=torch.Generator().manual_seed(0))
+    logits, acts = ours.run_with_cache(input_ids, names=["blocks.0.attn.hook_attn_scores", "blocks.0.attn.hook_z"])
+    assert acts["blocks.0.attn.hook_attn_scores"].dtype == torch.float32  # scores and softmax in fp32
+    assert acts["blocks.0.attn.hook_z"].dtype == torch.bfloat16  # the rest in the weights' dtype
+    with torch.no_grad():
+        theirs = reference(input_ids).logits.float()
+    relative = (logits.float() - theirs).abs().max().item() / theirs.abs().max().item()
+    print(f"\nbf16 with reorder_and_upcast_attn vs transformers (eager): {relative:.2%} of the largest logit")
+    assert relative < 0.03
 
 
 def test_a_subtle_mistake_shows_far_above_the_tolerance(tiny_checkpoint):
     """The parity tests can fail: exact GELU in place of the tanh approximation is caught."""
     ours, reference = load_both(tiny_checkpoint)
     for block in ours.h:
-        block.mlp.gelu_approximate = "none"
+        block.mlp.act = torch.nn.functional.gelu
     input_ids = torch.randint(0, ours.config.vocab_size, (3, 50), generator=torch.Generator().manual_seed(0))
     diff = max_logit_difference(ours, reference, input_ids)
     print(f"\nexact GELU instead of tanh: max abs logit difference {diff:.3e}")

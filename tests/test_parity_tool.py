@@ -6,6 +6,7 @@ import json
 
 import parity
 import pytest
+import torch
 from conftest import run_python, run_script
 
 from minigpt2 import GPT2
@@ -29,7 +30,7 @@ def test_a_drift_fails_the_report_and_is_located_at_its_layer(tiny_checkpoint, m
 
     def load_with_exact_gelu_in_block_1(cls, *args, **kwargs):
         model = load(cls, *args, **kwargs)
-        model.h[1].mlp.gelu_approximate = "none"  # a subtle mistake in one layer
+        model.h[1].mlp.act = torch.nn.functional.gelu  # a subtle mistake in one layer
         return model
 
     monkeypatch.setattr(GPT2, "from_pretrained", classmethod(load_with_exact_gelu_in_block_1))
