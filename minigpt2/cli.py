@@ -169,15 +169,21 @@ def run(args: argparse.Namespace) -> None:
     stream = sys.stdout.isatty() and rows == 1 and not args.explain if args.stream is None else args.stream
     if stream and rows > 1:
         raise ValueError("--stream prints one row as it grows; give one prompt and --num-return-sequences 1")
+
+    def continuation(steps, row):
+        """The text of a row's new tokens, continuing its prompt's (pieces, as they arrive)."""
+        prompt_ids = input_ids[row // args.num_return_sequences][attention_mask[row // args.num_return_sequences] == 1]
+        return tokenizer.decode_stream(_new_tokens(steps, row, tokenizer.eos_token_id), after=prompt_ids.tolist())
+
     if stream:
         print(prompts[0], end="", flush=True)
-        for piece in tokenizer.decode_stream(_new_tokens(steps, 0, tokenizer.eos_token_id)):
+        for piece in continuation(steps, 0):
             print(piece, end="", flush=True)
         print()
         return
     steps = list(steps)  # run the loop to the end
     for i in range(rows):
-        text = prompts[i // args.num_return_sequences] + tokenizer.decode(_new_tokens(steps, i, tokenizer.eos_token_id))
+        text = prompts[i // args.num_return_sequences] + "".join(continuation(steps, i))
         print(f"{i}: {text}" if rows > 1 else text)
 
 

@@ -76,14 +76,32 @@ def test_dtype_and_device(tiny_checkpoint):
     assert relative < 0.03  # bf16 keeps 8 bits of mantissa: about 0.4% per rounding, over a dozen ops
 
 
+def shard(checkpoint, target, shards: int):
+    """checkpoint's model.safetensors as `shards` files and the index that names them, as save_pretrained writes."""
+    target.mkdir()
+    shutil.copy(checkpoint / "config.json", target / "config.json")
+    state = load_file(checkpoint / "model.safetensors")
+    names, weight_map = sorted(state), {}
+    for n in range(shards):
+        part = names[n::shards]
+        filename = f"model-{n + 1:05d}-of-{shards:05d}.safetensors"
+        save_file({k: state[k] for k in part}, target / filename, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(part, filename))
+    (target / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return target
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak memory from Linux's /proc")
-def test_peak_memory_while_loading_gpt2_medium_shape(medium_checkpoint):
+@pytest.mark.parametrize("layout", ["one file", "4 shards"])
+def test_peak_memory_while_loading_gpt2_medium_shape(medium_checkpoint, tmp_path, layout):
     weights_bytes = sum(
         t.numel() * t.element_size()
         for n, t in load_file(medium_checkpoint / "model.safetensors").items()
         if not n.endswith("attn.bias")
     )
+    if layout == "4 shards":
+        medium_checkpoint = shard(medium_checkpoint, tmp_path / "sharded", 4)
     # VmHWM is this process's peak resident memory (ru_maxrss would carry the parent's peak over exec).
     code = f"""
 import re, torch, minigpt2
@@ -99,7 +117,8 @@ print(peak() - before)
     growth = int(result.stdout.split()[-1])
     gib = 2**30
     print(
-        f"\npeak memory growth on load + forward: {growth / gib:.2f} GiB for {weights_bytes / gib:.2f} GiB of weights"
+        f"\n{layout}: peak memory growth on load + forward: {growth / gib:.2f} GiB for {weights_bytes / gib:.2f} GiB"
+        " of weights"
     )
     assert growth <= 1.2 * weights_bytes
 

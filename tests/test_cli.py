@@ -120,3 +120,35 @@ def test_bad_input_exits_non_zero_with_one_line_and_no_traceback(
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.startswith("minigpt2: error: ") and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("checkpoint", ["finetuned_checkpoint", "kogpt2_checkpoint"])
+@pytest.mark.parametrize("stream", ["--stream", "--no-stream"])
+def test_loop_script_prints_what_transformers_generates(checkpoint, stream, request):
+    """A fine-tune saved by transformers 5 and the Korean GPT-2's layout: the text is transformers' own
+    greedy continuation, decoded by transformers, up to the checkpoint's eos."""
+    import torch
+    from test_tokenizer_files import KOGPT2_CARD
+    from transformers import AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    path = request.getfixturevalue(checkpoint)
+    prompt = "<|user|>Once upon a time" if checkpoint == "finetuned_checkpoint" else "옛날 옛적에 작은 마을에"
+    result = run_cli(prompt, "--model", str(path), "--max-new-tokens", "25", stream)
+    assert result.returncode == 0, result.stderr
+    if checkpoint == "finetuned_checkpoint":
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    else:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(path, **KOGPT2_CARD)
+    ids = torch.tensor([tokenizer.encode(prompt)])
+    reference = GPT2LMHeadModel.from_pretrained(path).eval()
+    out = reference.generate(
+        ids,
+        max_new_tokens=25,
+        do_sample=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        attention_mask=torch.ones_like(ids),
+    )[0].tolist()
+    if tokenizer.eos_token_id in out[ids.size(1) :]:
+        out = out[: out.index(tokenizer.eos_token_id, ids.size(1))]
+    assert result.stdout == tokenizer.decode(out) + "\n"

@@ -59,3 +59,12 @@ def test_minigpt2_parity_runs_the_same_report(tiny_checkpoint):
     result = run_python("-m", "minigpt2.cli", "parity", str(tiny_checkpoint), "--json", "-")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["passed"]
+
+
+@pytest.mark.parametrize("checkpoint", ["finetuned_checkpoint", "kogpt2_checkpoint"])
+def test_report_passes_on_a_fine_tune_and_on_the_korean_gpt2_layout(checkpoint, request):
+    """Checking your own fine-tune is what the report is for: tokenizer.json only, shards, KoGPT2's kind."""
+    path = request.getfixturevalue(checkpoint)
+    report = parity.compare(str(path))
+    assert report["passed"], report
+    assert all(p["tokenizer_identical"] for p in report["prompts"].values())

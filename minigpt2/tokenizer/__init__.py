@@ -108,20 +108,27 @@ class Tokenizer:
         skip_special_tokens: leave out eos, pad and the other special tokens, as transformers does."""
         return self._engine.decode(self._ids(ids, skip_special_tokens))
 
-    def decode_stream(self, ids: Iterable[int], skip_special_tokens: bool = False) -> Iterator[str]:
+    def decode_stream(
+        self, ids: Iterable[int], skip_special_tokens: bool = False, *, after: Iterable[int] = ()
+    ) -> Iterator[str]:
         """Text of token ids as they arrive, piece by piece, for printing while generating.
 
         A character whose bytes are split across tokens comes out whole, once its last byte has
         arrived; the pieces joined equal decode() of all the ids.
+        after: ids already shown (the prompt), so that the pieces continue their text: a tokenizer
+        that marks word starts ("▁") drops the space before a text's first word, not before a later one.
         """
-        ids = (int(i) for i in ids)
-        if skip_special_tokens:
-            ids = (i for i in ids if i not in self.special_ids)
-        return self._engine.decode_stream(ids)
+        pieces = (i for one in ids for i in self._ids([one], skip_special_tokens))
+        return self._engine.decode_stream(pieces, self._ids(after, skip_special_tokens))
 
     def _ids(self, ids, skip_special_tokens: bool) -> list[int]:
+        """The ids to decode. An id past the vocabulary has no text and is left out, as transformers does:
+        a model whose embedding was resized to a round size can emit one."""
         ids = [int(i) for i in ids]
-        return [i for i in ids if i not in self.special_ids] if skip_special_tokens else ids
+        negative = [i for i in ids if i < 0]
+        if negative:
+            raise ValueError(f"token ids {negative[:5]} are negative; ids count from 0")
+        return [i for i in ids if i < self.vocab_size and not (skip_special_tokens and i in self.special_ids)]
 
 
 def _gpt2_byte_level(tokenizer_json: dict) -> tuple[dict[str, int], list[tuple[str, str]]] | None:

@@ -56,10 +56,13 @@ def read_tokenizer_files(name_or_path, revision: str | None = None) -> Tokenizer
     where = str(name_or_path)
     files = TokenizerFiles(where)
 
-    def optional_json(filename):
-        path = find_file(name_or_path, filename, revision)
+    def optional_json(filename, required=False):
+        path = find_file(name_or_path, filename, revision, required=required)
         return _read_json(path) if path is not None else None
 
+    # config.json first, as transformers' AutoTokenizer reads it: a hub repo must have one (so that a
+    # repo missing from an offline cache fails here, clearly); a local tokenizer folder may do without.
+    model_config = optional_json("config.json", required=not Path(where).expanduser().exists()) or {}
     json_path = find_file(name_or_path, "tokenizer.json", revision)
     if json_path is not None:
         files.tokenizer_json, files.tokenizer_json_path = _read_json(json_path), json_path
@@ -71,7 +74,6 @@ def read_tokenizer_files(name_or_path, revision: str | None = None) -> Tokenizer
         files.vocab, files.merges = read_vocab_and_merges(vocab_path, merges_path)
 
     config = optional_json("tokenizer_config.json") or {}
-    model_config = optional_json("config.json") or {}
     # The class's defaults, then tokenizer_config.json, then (the older way) special_tokens_map.json.
     tokenizer_class = config.get("tokenizer_class")
     if tokenizer_class is None and model_config.get("model_type") not in (None, "gpt2"):
