@@ -80,3 +80,37 @@ def test_greedy_continuation_of_once_upon_a_time(name, loaded):
     got = ours.generate(ids, max_new_tokens=40, eos_token_id=50256)
     print(f"\n{name}: {tokenizer.decode(got[0])!r}")
     assert got.tolist() == expected.tolist()
+
+
+KOGPT2 = "skt/kogpt2-base-v2"
+KOGPT2_CACHED = all(
+    isinstance(try_to_load_from_cache(KOGPT2, f), str) for f in ("config.json", "tokenizer.json")
+) and any(isinstance(try_to_load_from_cache(KOGPT2, f), str) for f in ("model.safetensors", "pytorch_model.bin"))
+
+
+@pytest.mark.skipif(
+    not (KOGPT2_CACHED or os.environ.get("MINIGPT2_OFFICIAL") == "1"),
+    reason=f"{KOGPT2} is not in the local hub cache; set MINIGPT2_OFFICIAL=1 to download it and run this test",
+)
+def test_korean_gpt2_tokens_logits_and_greedy_text():
+    from test_tokenizer_files import KOGPT2_CARD, KOREAN_TEXTS
+    from transformers import PreTrainedTokenizerFast
+
+    ours, tokenizer = GPT2.from_pretrained(KOGPT2), Tokenizer.from_pretrained(KOGPT2)
+    reference = GPT2LMHeadModel.from_pretrained(KOGPT2).eval()
+    card = PreTrainedTokenizerFast.from_pretrained(KOGPT2, **KOGPT2_CARD)  # as its model card loads it
+    assert (tokenizer.eos_token_id, tokenizer.pad_token_id) == (card.eos_token_id, card.pad_token_id)
+    for text in KOREAN_TEXTS:
+        assert tokenizer.encode(text) == card.encode(text), text
+    ids = torch.tensor([tokenizer.encode("근육이 커지기 위해서는")])
+    with torch.no_grad():
+        diff = (ours(ids) - reference(ids).logits).abs().max().item()
+    print(f"\n{KOGPT2}: max abs logit difference {diff:.3e}")
+    assert diff <= LOGIT_TOLERANCE
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    expected = reference.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=40, do_sample=False, eos_token_id=eos, pad_token_id=pad
+    )
+    got = ours.generate(ids, max_new_tokens=40, eos_token_id=eos)[:, : expected.size(1)]
+    print(f"\n{KOGPT2}: {tokenizer.decode(got[0])!r}")
+    assert got.tolist() == expected.tolist()
