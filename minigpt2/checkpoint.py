@@ -194,19 +194,23 @@ def read_weights(paths: list[Path], *, device=None, dtype=None, tied: bool = Tru
     device = torch.device(device or "cpu")
     state = {}
     for path in paths:
-        # A file that is converted is read through one mapping per tensor, so that its pages leave
-        # memory as each tensor is converted, and the peak stays near the converted size.
-        stored = _stored_dtype(path)
-        converting = device.type != "cpu" or (dtype or stored) != torch.float32
-        for name, tensor in _read_tensors(path, one_mapping_per_tensor=converting):
+        # A file that is copied is read through one mapping per tensor, so that its pages leave
+        # memory as each tensor is copied, and the peak stays near the copies' size.
+        copying = _copied(_stored_dtype(path), dtype, device)
+        for name, tensor in _read_tensors(path, one_mapping_per_tensor=copying):
             name = _minigpt2_name(name, tied)
             if name is None:
                 continue
             if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) and tensor.dim() == 2:
                 tensor = tensor.t()
-            copy = device.type != "cpu" or (dtype or tensor.dtype) != torch.float32
+            copy = _copied(tensor.dtype, dtype, device)
             state[name] = tensor.to(device=device, dtype=dtype, memory_format=torch.contiguous_format, copy=copy)
     return state
+
+
+def _copied(stored: torch.dtype | None, dtype: torch.dtype | None, device: torch.device) -> bool:
+    """Whether a tensor stored as `stored` (None: not known yet) is copied rather than used where it lies."""
+    return device.type != "cpu" or (dtype or stored) != torch.float32
 
 
 _SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
@@ -221,9 +225,7 @@ def _stored_dtype(path: Path) -> torch.dtype | None:
             weight = next((n for n in f.keys() if n.endswith(".weight")), None)
             return _SAFETENSORS_DTYPES.get(f.get_slice(weight).get_dtype()) if weight else None
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(
-            f"{path} is not a readable safetensors file ({_first_line(e)}); download it again"
-        ) from None
+        raise _unreadable_safetensors(path, e) from None
 
 
 def _read_tensors(path: Path, *, one_mapping_per_tensor: bool = False):
@@ -248,9 +250,11 @@ def _read_tensors(path: Path, *, one_mapping_per_tensor: bool = False):
             with safe_open(path, framework="pt") as f:  # unmapped again once the caller has converted the tensor
                 yield name, f.get_tensor(name)
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(
-            f"{path} is not a readable safetensors file ({_first_line(e)}); download it again"
-        ) from None
+        raise _unreadable_safetensors(path, e) from None
+
+
+def _unreadable_safetensors(path: Path, error: Exception) -> CheckpointError:
+    return CheckpointError(f"{path} is not a readable safetensors file ({_first_line(error)}); download it again")
 
 
 _BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")  # causal-mask buffers, not weights

@@ -172,7 +172,8 @@ def run(args: argparse.Namespace) -> None:
 
     def continuation(steps, row):
         """The text of a row's new tokens, continuing its prompt's (pieces, as they arrive)."""
-        prompt_ids = input_ids[row // args.num_return_sequences][attention_mask[row // args.num_return_sequences] == 1]
+        prompt = row // args.num_return_sequences
+        prompt_ids = input_ids[prompt][attention_mask[prompt] == 1]
         return tokenizer.decode_stream(_new_tokens(steps, row, tokenizer.eos_token_id), after=prompt_ids.tolist())
 
     if stream:

@@ -40,13 +40,11 @@ class Tokenizer:
     def from_files(cls, vocab_path: Path, merges_path: Path) -> Tokenizer:
         """GPT-2's tokenizer from a vocab.json and merges.txt alone (special tokens: GPT-2's defaults)."""
         vocab, merges = read_vocab_and_merges(vocab_path, merges_path)
-        return cls.from_checkpoint_files(
-            TokenizerFiles(str(vocab_path), vocab=vocab, merges=merges, roles=dict(GPT2_DEFAULTS))
-        )
+        return cls.from_checkpoint_files(TokenizerFiles(vocab=vocab, merges=merges, roles=dict(GPT2_DEFAULTS)))
 
     @classmethod
     def from_checkpoint_files(cls, files: TokenizerFiles) -> Tokenizer:
-        roles = {role: token for role, token in files.roles.items() if role in ROLES}
+        roles = files.roles
         if files.tokenizer_json is None:
             vocab, merges = files.vocab, files.merges
         else:
@@ -55,7 +53,7 @@ class Tokenizer:
             # Named special tokens are matched in text too (transformers registers them as added tokens).
             added = files.added + [
                 AddedToken(token, vocab[token], special=True, normalized=False)
-                for token in set(roles.values()) - {t.content for t in files.added}
+                for token in sorted(set(roles.values()) - {t.content for t in files.added})
                 if token in vocab
             ]
             engine = ByteLevelBPE(vocab, merges, added)
@@ -78,7 +76,7 @@ class Tokenizer:
         return self._engine.vocab_size
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of text; special tokens written in the text ("<|endoftext|>") are those tokens, as in transformers."""
+        """Token ids of text; a special token written in the text ("<|endoftext|>") is that token, as in transformers."""
         return self._engine.encode(text)
 
     def encode_batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,7 +42,6 @@ class AddedToken:
 class TokenizerFiles:
     """Everything a Tokenizer is built from; exactly one of tokenizer_json and (vocab, merges) is set."""
 
-    where: str  # the checkpoint, for messages
     tokenizer_json: dict | None = None
     tokenizer_json_path: Path | None = None
     vocab: dict[str, int] | None = None
@@ -53,8 +52,7 @@ class TokenizerFiles:
 
 
 def read_tokenizer_files(name_or_path, revision: str | None = None) -> TokenizerFiles:
-    where = str(name_or_path)
-    files = TokenizerFiles(where)
+    files = TokenizerFiles()
 
     def optional_json(filename, required=False):
         path = find_file(name_or_path, filename, revision, required=required)
@@ -62,7 +60,7 @@ def read_tokenizer_files(name_or_path, revision: str | None = None) -> Tokenizer
 
     # config.json first, as transformers' AutoTokenizer reads it: a hub repo must have one (so that a
     # repo missing from an offline cache fails here, clearly); a local tokenizer folder may do without.
-    model_config = optional_json("config.json", required=not Path(where).expanduser().exists()) or {}
+    model_config = optional_json("config.json", required=not Path(name_or_path).expanduser().exists()) or {}
     json_path = find_file(name_or_path, "tokenizer.json", revision)
     if json_path is not None:
         files.tokenizer_json, files.tokenizer_json_path = _read_json(json_path), json_path
