@@ -76,7 +76,7 @@ class Tokenizer:
         return self._engine.vocab_size
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of text; a special token written in the text ("<|endoftext|>") is that token, as in transformers."""
+        """Token ids of text; a special token written in it ("<|endoftext|>") is that token, as in transformers."""
         return self._engine.encode(text)
 
     def encode_batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
