@@ -13,6 +13,7 @@ import torch
 from huggingface_hub.utils import logging as hf_logging
 
 from .checkpoint import CheckpointError
+from .generation import run_to_end
 from .model import GPT2, onednn_matmuls
 from .tokenizer import Tokenizer
 
@@ -26,6 +27,8 @@ EXAMPLES = """examples:
   minigpt2 "Hello" "Bonjour" --model ./my-checkpoint --max-length 30
   minigpt2 "Once upon a time" --do-sample --temperature 0.8 --top-p 0.9 --seed 1 --num-return-sequences 3
   minigpt2 "Once upon a time" --explain 5 --max-new-tokens 5
+  minigpt2 "Once upon a time" --num-beams 4 --no-repeat-ngram-size 2 --num-return-sequences 2
+  minigpt2 "Q: What is GPT-2? A:" --repetition-penalty 1.3 --stop "Q:" --stop "\n\n"
   minigpt2 parity gpt2-medium          (compare with transformers: python scripts/parity.py --help)
 """
 
@@ -119,10 +122,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw from the smallest set with probability P (default: 1)",
     )
     sampling.add_argument("--seed", metavar="N", type=int, help="seed the draws, for the same text every run")
+    beams = p.add_argument_group("beam search (default: one row per prompt, no beams)")
+    beams.add_argument(
+        "--num-beams", metavar="N", type=_positive_int, default=1, help="keep the N best sequences (default: 1)"
+    )
+    beams.add_argument(
+        "--length-penalty",
+        metavar="F",
+        type=float,
+        default=1.0,
+        help="finished beams score log-probability / length**F; above 0 favours longer ones (default: 1)",
+    )
+    beams.add_argument(
+        "--early-stopping",
+        choices=["true", "false", "never"],
+        default="false",
+        help="stop when N beams have finished (true), when more look unlikely to help (false), or never",
+    )
+    controls = p.add_argument_group("repetition and stopping")
+    controls.add_argument(
+        "--repetition-penalty",
+        metavar="F",
+        type=_non_negative_float,
+        help="divide the scores of tokens already in the text by F (above 1 discourages them)",
+    )
+    controls.add_argument(
+        "--no-repeat-ngram-size", metavar="N", type=_positive_int, help="never repeat a run of N tokens"
+    )
+    controls.add_argument("--min-new-tokens", metavar="N", type=_non_negative_int, help="hold eos back for N tokens")
+    controls.add_argument(
+        "--stop",
+        metavar="TEXT",
+        action="append",
+        help="stop a row once its text ends in TEXT (repeat for several)",
+    )
     p.add_argument(
         "--stream",
         action=argparse.BooleanOptionalAction,
-        help="print text as it is generated (default: when writing to a terminal and generating one row)",
+        help="print text as it is generated (default: on a terminal, for one row without beam search)",
     )
     p.add_argument(
         "--explain",
@@ -130,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const=5,
         type=_positive_int,
-        help="show every step: the K most likely next tokens with their probabilities, and the one picked",
+        help="show every step: the K most likely next tokens (after the processors) and the one picked; "
+        "with beams, each beam's token, log-probability and score",
     )
     return p
 
@@ -160,62 +198,106 @@ def run(args: argparse.Namespace) -> None:
         top_k=args.top_k,
         top_p=args.top_p,
         seed=args.seed,
+        num_beams=args.num_beams,
+        length_penalty=args.length_penalty,
+        early_stopping={"true": True, "false": False, "never": "never"}[args.early_stopping],
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        min_new_tokens=args.min_new_tokens,
+        stop_strings=args.stop,
+        tokenizer=tokenizer,
         use_cache=not args.no_cache,
         compile=args.compile,
     )
-    rows = len(prompts) * args.num_return_sequences
-    if args.explain:
-        steps = _explained(steps, tokenizer, args.explain, rows)
-    stream = sys.stdout.isatty() and rows == 1 and not args.explain if args.stream is None else args.stream
-    if stream and rows > 1:
-        raise ValueError("--stream prints one row as it grows; give one prompt and --num-return-sequences 1")
+    rows, beams = len(prompts) * args.num_return_sequences, args.num_beams > 1
+    explain = (_beam_explainer if beams else _explainer)(tokenizer, args.explain) if args.explain else None
+    stream = (
+        sys.stdout.isatty() and rows == 1 and not args.explain and not beams if args.stream is None else args.stream
+    )
+    if stream and (rows > 1 or beams):
+        raise ValueError(
+            "--stream prints one row as it grows; give one prompt, --num-return-sequences 1 and no --num-beams"
+        )
 
-    def continuation(steps, row):
+    def continuation(new_tokens, row):
         """The text of a row's new tokens, continuing its prompt's (pieces, as they arrive)."""
         prompt = row // args.num_return_sequences
-        prompt_ids = input_ids[prompt][attention_mask[prompt] == 1]
-        return tokenizer.decode_stream(_new_tokens(steps, row, tokenizer.eos_token_id), after=prompt_ids.tolist())
+        prompt_ids = input_ids[prompt][attention_mask[prompt] == 1].tolist()
+        return tokenizer.decode_stream(_until_eos(new_tokens, tokenizer.eos_token_id), after=prompt_ids)
 
     if stream:
+
+        def first_row_tokens():
+            for step in steps:
+                if explain:
+                    explain(step)
+                yield step.tokens[0].item()
+
         print(prompts[0], end="", flush=True)
-        for piece in continuation(steps, 0):
+        for piece in continuation(first_row_tokens(), 0):
             print(piece, end="", flush=True)
         print()
         return
-    steps = list(steps)  # run the loop to the end
+    sequences, _ = run_to_end(steps, explain)
     for i in range(rows):
-        text = prompts[i // args.num_return_sequences] + "".join(continuation(steps, i))
+        new_tokens = sequences[i, input_ids.size(1) :].tolist()
+        text = prompts[i // args.num_return_sequences] + "".join(continuation(new_tokens, i))
         print(f"{i}: {text}" if rows > 1 else text)
 
 
-def _new_tokens(steps, row: int, eos_token_id: int | None):
-    """The tokens generated for one row, up to (not including) its eos."""
-    for step in steps:
-        token = step.tokens[row].item()
+def _until_eos(tokens, eos_token_id: int | None):
+    for token in tokens:
         if token == eos_token_id:
             return
         yield token
 
 
-def _explained(steps, tokenizer, k: int, rows: int):
-    """The steps, passed on unchanged, with a line per step and row: the k most likely next tokens
-    (the model's own probabilities, before any sampling filter) and the token that was picked."""
-    finished_before = [False] * rows
-    for n, step in enumerate(steps, 1):
-        probs = step.logits.float().softmax(dim=-1)  # [B, V]
+def _explainer(tokenizer, k: int):
+    """A line per step and row: the k most likely next tokens under the scores the token was picked
+    from (after the processors; when sampling, after temperature, top-k and top-p too), and the pick."""
+    finished_before = None
+
+    def explain(step):
+        nonlocal finished_before
+        rows = step.tokens.size(0)
+        probs = step.scores.float().softmax(dim=-1)  # [R, V]
         best = probs.topk(min(k, probs.size(-1)))
         for row in range(rows):
-            if finished_before[row]:  # only padding from here on
+            if finished_before is not None and finished_before[row]:  # only padding from here on
                 continue
             token = step.tokens[row].item()
-            candidates = "  ".join(
-                f"{tokenizer.decode([t])!r} {p:.3f}"
-                for p, t in zip(best.values[row].tolist(), best.indices[row].tolist(), strict=True)
-            )
-            where = f"step {n}" + (f" row {row}" if rows > 1 else "")
+            candidates = _candidates(tokenizer, best.values[row], best.indices[row])
+            where = f"step {explain.n}" + (f" row {row}" if rows > 1 else "")
             print(f"{where}: picked {tokenizer.decode([token])!r} p={probs[row, token]:.3f} | top {k}: {candidates}")
         finished_before = step.finished.tolist()
-        yield step
+        explain.n += 1
+
+    explain.n = 1
+    return explain
+
+
+def _beam_explainer(tokenizer, k: int):
+    """A line per step and running beam: the beam it continues, the token added with its log-probability
+    (after the processors), the beam's summed log-probability, and the k best next tokens of the beam
+    it continues."""
+
+    def explain(step):
+        best = step.scores.topk(min(k, step.scores.size(-1)))  # [R, k]: rows of the last step
+        rows = zip(step.parents.tolist(), step.tokens.tolist(), step.logprobs.tolist(), step.beam_scores.tolist())
+        for row, (parent, token, logprob, score) in enumerate(rows):
+            candidates = _candidates(tokenizer, best.values[parent], best.indices[parent])
+            print(
+                f"step {explain.n} beam {row} (from {parent}): picked {tokenizer.decode([token])!r} "
+                f"logp={logprob:.3f} sum={score:.3f} | top {k}: {candidates}"
+            )
+        explain.n += 1
+
+    explain.n = 1
+    return explain
+
+
+def _candidates(tokenizer, values, indices) -> str:
+    return "  ".join(f"{tokenizer.decode([t])!r} {v:.3f}" for v, t in zip(values.tolist(), indices.tolist()))
 
 
 def _status(message: str) -> None:

@@ -54,22 +54,30 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int | None = None, 
     n is max_new_tokens (or max_length - T), or fewer when every row has finished.
     output_scores=True: a GenerateOutput instead, with every step's processed scores.
     """
-    steps = stream(model, input_ids, max_new_tokens, **options)
     scores, logprobs = [], []
-    while True:
-        try:
-            step = next(steps)
-        except StopIteration as end:
-            sequences, sequences_scores = end.value
-            break
-        if output_scores:
-            scores.append(step.scores)
-            logprobs.append(step.logprobs)
+
+    def keep(step):
+        scores.append(step.scores)
+        logprobs.append(step.logprobs)
+
+    steps = stream(model, input_ids, max_new_tokens, **options)
+    sequences, sequences_scores = run_to_end(steps, keep if output_scores else None)
     if not output_scores:
         return sequences
     beams = sequences_scores is not None
     token_logprobs = None if beams else torch.stack(logprobs, dim=1) if logprobs else sequences.new_zeros(0)
     return GenerateOutput(sequences, tuple(scores), token_logprobs, sequences_scores)
+
+
+def run_to_end(steps: Iterator[Step], on_step: Callable[[Step], None] | None = None):
+    """Run stream()'s steps to the end: (sequences, beam search's sequences_scores or None)."""
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as end:
+            return end.value
+        if on_step is not None:
+            on_step(step)
 
 
 def stream(
@@ -152,10 +160,17 @@ def stream(
     else:
         _refuse_sampling_options(temperature=temperature, top_k=top_k, top_p=top_p)
         pick = _greedy
+    padded = _check_attention_mask(attention_mask, B, T)
+    if compile and not use_cache:
+        raise ValueError("compile=True compiles the cached decode step; it needs use_cache=True")
+    k = num_beams if beams else num_return_sequences  # rows per prompt
+    padding = (T - attention_mask.sum(dim=1)) if padded else torch.zeros(B, dtype=torch.long)  # [B]
+    padding = padding.repeat_interleave(k).to(device)  # [B * k]
     chain = processors.processors(
         vocab_size=config.vocab_size,
         prompt_length=T,
         total_length=total,
+        padding=padding,
         eos_token_id=eos_token_id,
         repetition_penalty=repetition_penalty,
         no_repeat_ngram_size=no_repeat_ngram_size,
@@ -164,23 +179,16 @@ def stream(
         min_new_tokens=min_new_tokens,
         forced_eos_token_id=forced_eos_token_id,
     )
-    padded = _check_attention_mask(attention_mask, B, T)
-    if compile and not use_cache:
-        raise ValueError("compile=True compiles the cached decode step; it needs use_cache=True")
 
-    k = num_beams if beams else num_return_sequences  # rows per prompt
     out = torch.full((B * k, total), pad_token_id if pad_token_id is not None else 0, device=device)
     out[:, :T] = input_ids.to(device).repeat_interleave(k, dim=0)
     mask = None  # only needed when there is padding: the fast path stays mask-free
     if padded:
         mask = torch.ones(B * k, total, dtype=torch.long, device=device)
         mask[:, :T] = attention_mask.to(device).repeat_interleave(k, dim=0)
-    padding = (T - mask[:, :T].sum(dim=1)) if padded else torch.zeros(B * k, dtype=torch.long)
     if stop_strings is not None and pad_token_id is None and B * k > 1:
         raise ValueError("stop_strings with several rows needs pad_token_id (or eos_token_id) for rows that stop early")
-    stops = stopping.criteria(
-        stop_strings=stop_strings, tokenizer=tokenizer, max_time=max_time, padding=padding, started=started
-    )
+    stops = stopping.criteria(stop_strings=stop_strings, tokenizer=tokenizer, max_time=max_time, started=started)
     cache = model.new_cache(B * k, config.n_positions if compile else total) if use_cache else None
     next_logits = _compiled_scorer(model, T, mask, cache) if compile else _scorer(model, mask, cache)
     process = (lambda seqs, scores: processors.apply(chain, seqs, scores)) if chain else None
@@ -188,13 +196,13 @@ def stream(
         return beam.search(
             out, T, num_beams, next_logits, process, cache,
             eos_token_id=eos_token_id, length_penalty=length_penalty, early_stopping=early_stopping,
-            num_return_sequences=num_return_sequences, stops=stops,
+            num_return_sequences=num_return_sequences, stops=stops, padding=padding,
         )  # fmt: skip
-    return _loop(out, T, next_logits, process, pick, eos_token_id, pad_token_id, stops)
+    return _loop(out, T, next_logits, process, pick, eos_token_id, pad_token_id, stops, padding)
 
 
 @torch.inference_mode()
-def _loop(out, T, next_logits, process, pick, eos_token_id, pad_token_id, stops):
+def _loop(out, T, next_logits, process, pick, eos_token_id, pad_token_id, stops, padding):
     finished = torch.zeros(out.size(0), dtype=torch.bool, device=out.device)
     can_finish = eos_token_id is not None or stops  # else no row ends early, and nothing is checked
     for i in range(T, out.size(1)):
@@ -208,7 +216,7 @@ def _loop(out, T, next_logits, process, pick, eos_token_id, pad_token_id, stops)
         if eos_token_id is not None:
             finished |= tokens == eos_token_id
         if stops:
-            finished |= stopping.any_met(stops, out[:, : i + 1])
+            finished |= stopping.any_met(stops, out[:, : i + 1], padding)
         yield Step(tokens, logits, scores, logprobs, out[:, : i + 1], finished)
         if can_finish and bool(finished.all()):
             return out[:, : i + 1], None

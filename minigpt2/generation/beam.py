@@ -44,9 +44,10 @@ def check(num_beams, num_return_sequences, do_sample, compile, length_penalty, e
 @torch.inference_mode()
 def search(
     out, T, num_beams, next_logits, process, cache, *, eos_token_id, length_penalty, early_stopping,
-    num_return_sequences, stops,
+    num_return_sequences, stops, padding,
 ):  # fmt: skip
-    """out [B * num_beams, total]: each prompt num_beams times, then the fill value (pad) to the end.
+    """out [B * num_beams, total]: each prompt num_beams times, then the fill value (pad) to the end;
+    padding [B * num_beams]: each row's left padding.
 
     Yields a Step per new token; returns (sequences [B * num_return_sequences, T + n], their scores).
     """
@@ -65,6 +66,7 @@ def search(
     full = torch.zeros(B, num_beams, dtype=torch.bool, device=out.device)  # which finished slots hold one
     improvable = torch.ones(B, 1, dtype=torch.bool, device=out.device)  # can a running beam still do better?
     rows = torch.arange(B, device=out.device)[:, None]
+    candidate_padding = padding.view(B, num_beams)[:, :1].expand(B, keep).reshape(-1)  # a prompt's beams share it
 
     for cur in range(T, total):
         sequences = running.view(B * num_beams, total)[:, :cur]
@@ -83,12 +85,13 @@ def search(
         if eos_token_id is not None:
             ends |= flat[:, -1] == eos_token_id
         if stops:
-            ends |= stopping.any_met(stops, flat)
+            ends |= stopping.any_met(stops, flat, candidate_padding)
         ends = ends.view(B, keep)
+        all_ended = bool(ends.all())  # the last step: nothing runs on
 
-        # The num_beams best candidates that have not ended run on.
+        # The num_beams best candidates that have not ended run on (on the last step, simply the best).
         alive_scores = candidate_scores + ends.to(torch.float32) * FAR_BELOW
-        chosen = alive_scores.topk(num_beams).indices  # [B, beams]
+        chosen = alive_scores.topk(num_beams).indices if not all_ended else among_best.nonzero()[:, 0].expand(B, -1)
         running = candidate_sequences[rows, chosen]
         running_scores = alive_scores.gather(1, chosen)
         parents = parent.gather(1, chosen)  # [B, beams]
@@ -119,7 +122,7 @@ def search(
             logprobs=log_probs[flat_parents, tokens],
             sequences=running.view(B * num_beams, total)[:, : cur + 1],
             finished=full.all(dim=-1).repeat_interleave(num_beams),
-            beam_scores=running_scores.reshape(-1),
+            beam_scores=candidate_scores.gather(1, chosen).reshape(-1),  # (alive_scores rule ended ones out)
             parents=flat_parents,
         )
 
@@ -129,7 +132,7 @@ def search(
         worst_finished = torch.where(full, finished_scores.min(dim=1, keepdim=True).values, FAR_BELOW)
         improvable = improvable & (best_possible > worst_finished).any(dim=-1, keepdim=True)
         all_full = bool(full.all()) and early_stopping is True
-        if not bool(improvable.any()) or all_full or bool(ends.all()):
+        if not bool(improvable.any()) or all_full or all_ended:
             break
 
     sequences = finished[:, :num_return_sequences].reshape(B * num_return_sequences, total)

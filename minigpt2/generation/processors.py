@@ -22,6 +22,7 @@ def processors(
     vocab_size: int,
     prompt_length: int,
     total_length: int,
+    padding: torch.Tensor,
     eos_token_id: int | None,
     repetition_penalty: float | None = None,
     no_repeat_ngram_size: int | None = None,
@@ -30,12 +31,13 @@ def processors(
     min_new_tokens: int | None = None,
     forced_eos_token_id: int | None = None,
 ) -> list[Processor]:
-    """The processors asked for, checked, in the order transformers applies them."""
+    """The processors asked for, checked, in the order transformers applies them.
+    padding [R]: each row's left padding, which the repetition penalty leaves alone (as transformers does)."""
     chain = []
     if repetition_penalty is not None and repetition_penalty != 1.0:
         if not repetition_penalty > 0:
             raise ValueError(f"repetition_penalty must be above 0 (1 is none), got {repetition_penalty}")
-        chain.append(lambda seqs, scores: _penalize_repetition(seqs, scores, repetition_penalty))
+        chain.append(lambda seqs, scores: _penalize_repetition(seqs, scores, repetition_penalty, padding))
     if no_repeat_ngram_size is not None and no_repeat_ngram_size != 0:
         if not no_repeat_ngram_size > 0:
             raise ValueError(f"no_repeat_ngram_size must be 1 or more, got {no_repeat_ngram_size}")
@@ -65,11 +67,16 @@ def apply(chain: list[Processor], sequences: torch.Tensor, scores: torch.Tensor)
     return scores
 
 
-def _penalize_repetition(sequences, scores, penalty: float):
-    """Every token already in the row: its score divided by the penalty, or multiplied when negative."""
+def _penalize_repetition(sequences, scores, penalty: float, padding: torch.Tensor):
+    """Every token already in the row: its score divided by the penalty, or multiplied when negative.
+    Padding is sent to a spare column past the vocabulary, so it penalizes nothing."""
+    V = scores.size(1)
+    in_padding = torch.arange(sequences.size(1), device=sequences.device) < padding.to(sequences.device)[:, None]
+    sequences = sequences.masked_fill(in_padding, V)
+    scores = torch.nn.functional.pad(scores, (0, 1))
     seen = scores.gather(1, sequences)
     seen = torch.where(seen < 0, seen * penalty, seen / penalty)
-    return scores.scatter(1, sequences, seen)
+    return scores.scatter(1, sequences, seen)[:, :V]
 
 
 def _ban_repeated_ngrams(sequences, scores, n: int):

@@ -1,0 +1,155 @@
+"""Beam search against transformers' generate, token for token, and the KV cache following the beams in place."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from conftest import run_cli
+from torch.utils._python_dispatch import TorchDispatchMode
+from transformers import GPT2LMHeadModel
+
+from minigpt2 import GPT2, Tokenizer
+from minigpt2.generation.beam import reorder_rows
+
+PROMPTS = ["Once upon a time", "Hello", "The quick brown fox jumps"]  # lengths differ: a left-padded batch
+NEW_TOKENS = 20
+
+
+@pytest.fixture(scope="module")
+def models(tiny_checkpoint):
+    model, tokenizer = GPT2.from_pretrained(tiny_checkpoint), Tokenizer.from_pretrained(tiny_checkpoint)
+    input_ids, attention_mask = tokenizer.encode_batch(PROMPTS)
+    # The tiny model rarely picks its real eos; a token it likes stands in for it, so that beams end early.
+    greedy = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=30)
+    eos = torch.bincount(greedy[:, input_ids.size(1) :].flatten()).argmax().item()
+    reference = GPT2LMHeadModel.from_pretrained(tiny_checkpoint).eval()
+    return model, reference, input_ids, attention_mask, eos
+
+
+def both(models, **options):
+    """(minigpt2's GenerateOutput, transformers' output) for the same request."""
+    model, reference, input_ids, attention_mask, _ = models
+    ours = model.generate(input_ids, attention_mask=attention_mask, output_scores=True, **options)
+    with torch.no_grad():
+        theirs = reference.generate(
+            input_ids,
+            attention_mask=attention_mask,
+            do_sample=False,
+            return_dict_in_generate=True,
+            output_scores=True,
+            pad_token_id=options.get("eos_token_id") or 0,
+            **options,
+        )
+    return ours, theirs
+
+
+@pytest.mark.parametrize(
+    "num_beams, length_penalty, early_stopping, with_eos",
+    list(itertools.product([2, 4, 8], [0.5, 1.0, 2.0], [False, True, "never"], [True, False])),
+)
+def test_beam_search_matches_transformers(models, num_beams, length_penalty, early_stopping, with_eos):
+    eos = models[4] if with_eos else None
+    options = dict(
+        num_beams=num_beams,
+        length_penalty=length_penalty,
+        early_stopping=early_stopping,
+        max_new_tokens=NEW_TOKENS,
+        num_return_sequences=min(2, num_beams),
+        eos_token_id=eos,
+    )
+    ours, theirs = both(models, **options)
+    assert ours.sequences.tolist() == theirs.sequences.tolist()
+    torch.testing.assert_close(ours.sequences_scores, theirs.sequences_scores, rtol=0, atol=1e-4)
+
+
+def test_beams_end_at_eos_in_these_tests(models):
+    """The comparisons above include beams that end early and are padded, not only full-length ones."""
+    ours, _ = both(models, num_beams=4, max_new_tokens=NEW_TOKENS, eos_token_id=models[4])
+    new = ours.sequences[:, models[2].size(1) :]
+    assert (new == models[4]).any() and ours.sequences.size(1) < models[2].size(1) + NEW_TOKENS + 1
+
+
+def test_one_beam_is_greedy_and_beams_can_beat_it(models):
+    model, _, input_ids, attention_mask, _ = models
+    options = dict(attention_mask=attention_mask, max_new_tokens=NEW_TOKENS, output_scores=True)
+    greedy = model.generate(input_ids, **options)
+    assert torch.equal(model.generate(input_ids, num_beams=1, **options).sequences, greedy.sequences)
+    beams = model.generate(input_ids, num_beams=4, length_penalty=0.0, **options)
+    # length_penalty 0: a beam's score is its summed log-probability, never below greedy's own.
+    assert (beams.sequences_scores >= greedy.token_logprobs.sum(dim=1) - 1e-4).all()
+
+
+class CountCopies(TorchDispatchMode):
+    """Bytes written by the tensor operations run inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.__name__.startswith(("copy_", "clone", "index_put", "index_select")):
+            self.bytes += out.numel() * out.element_size()
+        return out
+
+
+def test_the_cache_follows_the_beams_in_place_copying_only_rows_that_change(models):
+    model = models[0]
+    cache = model.new_cache(8, 40)
+    cache.keys.normal_()
+    cache.values.normal_()
+    cache.length = 30
+    row_bytes = 2 * cache.keys[:, 0, :, :30].numel() * cache.keys.element_size()  # keys and values of one row
+    storage = cache.keys.data_ptr()
+    for parents, rows_written in [
+        (list(range(8)), 0),  # every beam kept its place: nothing moves
+        ([0, 0, 2, 3, 4, 5, 6, 7], 1),  # beam 1 continues beam 0: one row
+        ([1, 0, 2, 3, 4, 5, 6, 7], 3),  # two beams swap: one row set aside, two written
+        ([0, 0, 0, 0, 4, 4, 4, 4], 6),
+    ]:
+        expected_keys = cache.keys[:, parents].clone()
+        with CountCopies() as counted:
+            reorder_rows(cache, parents)
+        assert torch.equal(cache.keys[:, :, :, :30], expected_keys[:, :, :, :30])
+        assert counted.bytes == rows_written * row_bytes, parents
+    assert cache.keys.data_ptr() == storage  # the same memory throughout: reordered in place
+
+
+def test_bad_beam_requests(models):
+    model, _, input_ids, _, _ = models
+    for options, message in [
+        (dict(num_beams=2, num_return_sequences=3), r"num_return_sequences \(3\) can be at most num_beams \(2\)"),
+        (dict(num_beams=2, do_sample=True), "not both"),
+        (dict(num_beams=0), "num_beams must be a whole number of at least 1"),
+        (dict(num_beams=2, early_stopping="sometimes"), "early_stopping must be True, False or 'never'"),
+        (dict(num_beams=2, compile=True), "beam search runs without it"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            model.generate(input_ids, max_new_tokens=3, **options)
+
+
+def test_cli_beam_search_prints_transformers_beams(tiny_checkpoint, models):
+    _, reference, _, _, _ = models
+    tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
+    result = run_cli(
+        "Once upon a time", "--model", str(tiny_checkpoint), "--max-new-tokens", "12",
+        "--num-beams", "4", "--num-return-sequences", "2", "--length-penalty", "0.5",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ids = torch.tensor([tokenizer.encode("Once upon a time")])
+    with torch.no_grad():
+        theirs = reference.generate(
+            ids, attention_mask=torch.ones_like(ids), num_beams=4, num_return_sequences=2, length_penalty=0.5,
+            max_new_tokens=12, do_sample=False, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+    assert result.stdout == "".join(f"{i}: {tokenizer.decode(row.tolist())}\n" for i, row in enumerate(theirs))
+    explained = run_cli(
+        "Once upon a time", "--model", str(tiny_checkpoint), "--max-new-tokens", "3", "--num-beams", "2",
+        "--explain", "2",
+    )  # fmt: skip
+    lines = [line for line in explained.stdout.splitlines() if line.startswith("step ")]
+    assert len(lines) == 3 * 2 and lines[0].startswith("step 1 beam 0 (from 0): picked ")
+    assert "logp=" in lines[0] and "sum=" in lines[0] and "| top 2:" in lines[0]

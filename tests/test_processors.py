@@ -1,0 +1,222 @@
+"""Repetition controls, stop conditions and per-step scores against transformers' generate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import run_cli
+from transformers import AutoTokenizer, GPT2LMHeadModel
+from transformers.generation.logits_process import (
+    NoBadWordsLogitsProcessor,
+    NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+)
+
+from minigpt2 import GPT2, Tokenizer
+
+PROMPTS = ["Once upon a time", "Hello", "The quick brown fox jumps"]
+NEW_TOKENS = 25
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_checkpoint):
+    model, tokenizer = GPT2.from_pretrained(tiny_checkpoint), Tokenizer.from_pretrained(tiny_checkpoint)
+    input_ids, attention_mask = tokenizer.encode_batch(PROMPTS)
+    greedy = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=30)
+    liked = torch.bincount(greedy[:, input_ids.size(1) :].flatten()).argmax().item()  # an eos that does come up
+    reference = GPT2LMHeadModel.from_pretrained(tiny_checkpoint).eval()
+    return model, reference, tokenizer, input_ids, attention_mask, liked
+
+
+def processor_cases(liked, prompt_length):
+    return [
+        dict(repetition_penalty=1.5),
+        dict(repetition_penalty=0.7),
+        dict(no_repeat_ngram_size=2),
+        dict(no_repeat_ngram_size=3),
+        dict(bad_words_ids=[[liked], [5, 6]]),
+        dict(min_new_tokens=10),
+        dict(min_length=prompt_length + 12),  # min_length counts the prompt
+        dict(forced_eos_token_id=3),
+        dict(
+            repetition_penalty=1.3, no_repeat_ngram_size=2, min_new_tokens=5, bad_words_ids=[[7]], forced_eos_token_id=3
+        ),
+    ]
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+@pytest.mark.parametrize("case", range(9))
+def test_each_processor_and_all_together_match_transformers(setup, case, num_beams):
+    model, reference, tokenizer, input_ids, attention_mask, liked = setup
+    options = processor_cases(liked, input_ids.size(1))[case]
+    eos = tokenizer.eos_token_id  # rare in this model's text: rows run long enough for every processor to act
+    common = dict(attention_mask=attention_mask, max_new_tokens=NEW_TOKENS, eos_token_id=eos, num_beams=num_beams)
+    ours = model.generate(input_ids, **common, **options)
+    with torch.no_grad():
+        theirs = reference.generate(input_ids, do_sample=False, pad_token_id=eos, **common, **options)
+    assert ours.tolist() == theirs.tolist()
+    # The processor did something here: some step's scores differ from the unprocessed ones.
+    processed = model.generate(input_ids, output_scores=True, **common, **options).scores
+    plain = model.generate(input_ids, output_scores=True, **common).scores
+    assert any(not torch.equal(a, b) for a, b in zip(processed, plain, strict=False))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_seeded_sampling_with_processors_is_transformers_token_for_token(setup, seed):
+    model, reference, _, input_ids, attention_mask, liked = setup
+    options = dict(repetition_penalty=1.3, no_repeat_ngram_size=2, temperature=0.8, top_k=30, top_p=0.95)
+    ours = model.generate(
+        input_ids, attention_mask=attention_mask, do_sample=True, max_new_tokens=NEW_TOKENS, seed=seed, **options
+    )
+    torch.manual_seed(seed)  # transformers draws from the global generator
+    with torch.no_grad():
+        theirs = reference.generate(
+            input_ids, attention_mask=attention_mask, do_sample=True, max_new_tokens=NEW_TOKENS, pad_token_id=liked,
+            **options,
+        )  # fmt: skip
+    assert ours.tolist() == theirs.tolist()
+
+
+def test_sampled_first_tokens_follow_transformers_processed_probabilities(setup):
+    """20,000 seeded draws of one token after repetition penalty, n-gram ban, a bad word, temperature and
+    top-k: each token's frequency within 5 standard errors of transformers' processed probability."""
+    model, _, tokenizer, _, _, liked = setup
+    ids = torch.tensor([tokenizer.encode("the the cat sat on the")])
+    options = dict(repetition_penalty=2.0, no_repeat_ngram_size=2, bad_words_ids=[[liked]], temperature=0.9, top_k=40)
+    draws = 20_000
+    sampled = model.generate(ids, max_new_tokens=1, do_sample=True, num_return_sequences=draws, seed=0, **options)
+    frequency = torch.bincount(sampled[:, -1], minlength=model.config.vocab_size).double() / draws
+    with torch.no_grad():
+        scores = model(ids)[:, -1].double()
+    for process in (
+        RepetitionPenaltyLogitsProcessor(2.0),
+        NoRepeatNGramLogitsProcessor(2),
+        NoBadWordsLogitsProcessor([[liked]]),
+        TemperatureLogitsWarper(0.9),
+        TopKLogitsWarper(40),
+    ):
+        scores = process(ids, scores)
+    expected = scores.softmax(dim=-1)[0]
+    allowed, common = expected > 0, expected * draws >= 20
+    groups_expected = torch.cat([expected[common], expected[~common].sum().view(1)])
+    groups_seen = torch.cat([frequency[common], frequency[~common].sum().view(1)])
+    standard_error = (groups_expected * (1 - groups_expected) / draws).sqrt().clamp(min=1e-12)
+    worst = ((groups_seen - groups_expected).abs() / standard_error).max().item()
+    print(f"\nprocessed sampling: {int(allowed.sum())} tokens allowed, worst deviation {worst:.2f} standard errors")
+    assert frequency[~allowed].sum() == 0 and frequency[liked] == 0  # banned and filtered tokens never drawn
+    assert worst < 5
+
+
+def test_output_scores_are_transformers_processed_scores(setup):
+    model, reference, tokenizer, input_ids, attention_mask, _ = setup
+    eos = tokenizer.eos_token_id
+    options = dict(
+        attention_mask=attention_mask,
+        max_new_tokens=8,
+        repetition_penalty=1.4,
+        no_repeat_ngram_size=2,
+        eos_token_id=eos,
+    )
+    ours = model.generate(input_ids, output_scores=True, **options)
+    with torch.no_grad():
+        theirs = reference.generate(
+            input_ids, do_sample=False, output_scores=True, return_dict_in_generate=True, pad_token_id=eos, **options
+        )
+    assert len(ours.scores) == len(theirs.scores) == 8
+    for mine, their in zip(ours.scores, theirs.scores, strict=True):
+        torch.testing.assert_close(mine, their, rtol=0, atol=1e-4)  # -inf where banned, in both
+    chosen = torch.stack([s.log_softmax(-1) for s in theirs.scores], 1).gather(2, ours.sequences[:, -8:, None])
+    torch.testing.assert_close(ours.token_logprobs, chosen[..., 0], rtol=0, atol=1e-4)
+
+
+def stop_string_across_a_token_boundary(tokenizer, row):
+    """A short piece of a row's generated text that starts in one token and ends in the next."""
+    tokens = row.tolist()
+    for i in range(3, len(tokens) - 1):
+        left, right = tokenizer.decode(tokens[i : i + 1]), tokenizer.decode(tokens[i + 1 : i + 2])
+        if len(left) >= 2 and len(right) >= 2 and "\ufffd" not in left + right:
+            return left[-2:] + right[:2]
+    pytest.skip("no token boundary with two whole characters on each side")
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_stop_strings_stop_where_transformers_stops(setup, tiny_checkpoint, num_beams):
+    model, reference, tokenizer, input_ids, attention_mask, liked = setup
+    eos = tokenizer.eos_token_id  # given to both: transformers would otherwise take the checkpoint's own
+    common = dict(attention_mask=attention_mask, max_new_tokens=NEW_TOKENS, num_beams=num_beams, eos_token_id=eos)
+    free = model.generate(input_ids, **common)
+    stop = stop_string_across_a_token_boundary(tokenizer, free[0, input_ids.size(1) :])
+    ours = model.generate(
+        input_ids, **common, stop_strings=[stop, "never in the text"], tokenizer=tokenizer, pad_token_id=liked
+    )
+    with torch.no_grad():
+        theirs = reference.generate(
+            input_ids, do_sample=False, pad_token_id=liked, stop_strings=[stop, "never in the text"],
+            tokenizer=AutoTokenizer.from_pretrained(tiny_checkpoint), **common,
+        )  # fmt: skip
+    assert ours.tolist() == theirs.tolist()
+    if num_beams == 1:
+        first = ours[0, input_ids.size(1) :].tolist()
+        ends = next(k for k in range(1, len(first) + 1) if stop in tokenizer.decode(first[:k]))
+        assert ends < len(first) and set(first[ends:]) == {liked}  # stopped there; padding after, as others ran on
+
+
+def test_max_time_stops_every_row(setup):
+    model, _, _, input_ids, attention_mask, _ = setup
+    out = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=NEW_TOKENS, max_time=1e-9)
+    assert out.size(1) == input_ids.size(1) + 1  # the time is checked after each token, as transformers does
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(repetition_penalty=0.0), "repetition_penalty must be above 0"),
+        (dict(no_repeat_ngram_size=-2), "no_repeat_ngram_size must be 1 or more"),
+        (dict(bad_words_ids=[[]]), "bad_words_ids must be a non-empty list"),
+        (dict(bad_words_ids=[[10**6]]), "bad_words_ids holds ids outside the vocabulary"),
+        (
+            dict(min_new_tokens=3, eos_token_id=None),
+            "min_new_tokens holds the eos token back, so it needs eos_token_id",
+        ),
+        (dict(forced_eos_token_id=-1), "forced_eos_token_id -1 is outside the vocabulary"),
+        (dict(stop_strings=["x"]), "stop_strings needs the tokenizer"),
+        (dict(stop_strings=[""], tokenizer=object()), "stop_strings must be a non-empty string"),
+        (dict(max_time=0), "max_time must be above 0"),
+    ],
+)
+def test_bad_processor_and_stop_requests(setup, options, message):
+    model, _, _, input_ids, _, _ = setup
+    with pytest.raises(ValueError, match=message):
+        model.generate(input_ids[:1], max_new_tokens=3, **options)
+
+
+def test_cli_repetition_controls_and_stop(tiny_checkpoint, setup):
+    _, reference, _, _, _, _ = setup
+    tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
+    prompt = "Once upon a time"
+    args = ["--repetition-penalty", "1.3", "--no-repeat-ngram-size", "2", "--min-new-tokens", "4"]
+    result = run_cli(prompt, "--model", str(tiny_checkpoint), "--max-new-tokens", "20", *args)
+    assert result.returncode == 0, result.stderr
+    ids = torch.tensor([tokenizer.encode(prompt)])
+    with torch.no_grad():
+        theirs = reference.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=20, do_sample=False, repetition_penalty=1.3,
+            no_repeat_ngram_size=2, min_new_tokens=4, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+    assert result.stdout == tokenizer.decode(theirs[0].tolist()) + "\n"
+    stop = stop_string_across_a_token_boundary(tokenizer, theirs[0, ids.size(1) :])
+    stopped = run_cli(prompt, "--model", str(tiny_checkpoint), "--max-new-tokens", "20", *args, "--stop", stop)
+    assert stopped.returncode == 0, stopped.stderr
+    assert stop in stopped.stdout and len(stopped.stdout) < len(result.stdout)  # it may end inside the last token
+    for bad, message in [
+        (["--no-repeat-ngram-size", "0"], "argument --no-repeat-ngram-size"),
+        (["--repetition-penalty", "0"], "repetition_penalty must be above 0"),
+        (["--num-beams", "x"], "argument --num-beams"),
+        (["--num-beams", "2", "--num-return-sequences", "3"], "can be at most num_beams"),
+    ]:
+        failed = run_cli(prompt, "--model", str(tiny_checkpoint), "--max-new-tokens", "3", *bad)
+        assert failed.returncode != 0 and failed.stdout == ""
+        assert len(failed.stderr.splitlines()) == 1 and message in failed.stderr, failed.stderr
