@@ -403,7 +403,7 @@ class GPT2(nn.Module):
         w = self.wte.weight
         return KVCache(self.config, batch_size, max_len or self.config.n_positions, device=w.device, dtype=w.dtype)
 
-    # model.generate(input_ids, max_new_tokens=...): the loop in minigpt2/generation.py.
+    # model.generate(input_ids, max_new_tokens=...): the loop in minigpt2/generation/.
     generate = generation.generate
     stream = generation.stream
     # Looking inside: minigpt2/internals.py.

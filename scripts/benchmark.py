@@ -10,7 +10,7 @@ gpt2-medium-shaped checkpoint in the official layout (random values) in a tempor
 
 Sections: the memory bandwidth bound (the fastest of three reads of a weight-sized matrix, and
 the decode rate it allows: weights' bytes / bandwidth); batch-1 greedy decode per dtype; prefill
-of a long prompt; batched greedy decode; load time (and load + first forward pass, which reads
+of a long prompt; batched greedy decode; beam search (4 beams by default); load time (and load + first forward pass, which reads
 every weight) and peak resident memory, in a fresh process each, from a warm file cache; and how
 far bf16/fp16 logits and greedy tokens are from fp32.
 """
@@ -141,6 +141,30 @@ def decode_runs(ours, reference, prompt, new_tokens: int, *, onednn=False, compi
     return runs
 
 
+def beam_runs(ours, reference, prompt, new_tokens: int, num_beams: int, *, onednn=False) -> dict:
+    """Beam search adding exactly new_tokens to each prompt (eos held back) by both, and by minigpt2 with
+    oneDNN if asked; runs return the tokens added."""
+    eos = ours.config.eos_token_id
+    options = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=num_beams, eos_token_id=eos)
+
+    def ours_run(onednn=False):
+        def run():
+            with onednn_matmuls(onednn):
+                return ours.generate(prompt, **options)[:, prompt.size(1) :].numel()
+
+        return run
+
+    def theirs_run():
+        with torch.inference_mode():
+            out = reference.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, **options)
+        return out[:, prompt.size(1) :].numel()
+
+    runs = {"minigpt2": ours_run(), "transformers": theirs_run}
+    if onednn:
+        runs["minigpt2 oneDNN"] = ours_run(onednn=True)
+    return runs
+
+
 def prefill_runs(ours, reference, prompt) -> dict:
     def run(model):
         def forward():
@@ -202,6 +226,7 @@ def main(argv=None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens per decode run (default: 64)")
     parser.add_argument("--prefill", type=int, default=512, help="prompt length for the prefill figure")
     parser.add_argument("--batch-sizes", default="1,4,16", help="for batched decode (default: 1,4,16)")
+    parser.add_argument("--beams", type=int, default=4, help="beams for the beam search figure (default: 4)")
     parser.add_argument("--compare-tokens", type=int, default=100, help="greedy tokens compared across dtypes")
     parser.add_argument("--compile", action="store_true", help="also decode with generate(compile=True)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
@@ -257,6 +282,8 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
             for batch in (int(b) for b in args.batch_sizes.split(",")):
                 runs = decode_runs(ours, reference, prompt(batch, PROMPT_TOKENS), args.new_tokens // 2, onednn=onednn)
                 results["batched"][batch] = median_rates(runs, args.rounds)
+            runs = beam_runs(ours, reference, prompt(1, PROMPT_TOKENS), args.new_tokens // 2, args.beams, onednn=onednn)
+            results["beam"] = {**median_rates(runs, args.rounds), "num_beams": args.beams}
         compared = prompt(1, PROMPT_TOKENS), args.compare_tokens
         if onednn:
             results["decode"][name]["deviation_onednn"] = deviation(ours32, ours32, *compared, onednn=True)
@@ -298,6 +325,7 @@ def print_table(r: dict) -> None:
     row(f"prefill tok/s, {p['tokens']} tokens, fp32", p["minigpt2"], p["transformers"])
     for batch, b in r["batched"].items():
         rows(f"batched decode tok/s, batch {batch}, fp32", b)
+    rows(f"beam search tok/s, {r['beam']['num_beams']} beams, fp32", r["beam"])
     first = next(iter(r["batched"].values()))
     for batch, b in r["batched"].items():
         print(

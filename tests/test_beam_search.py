@@ -153,3 +153,44 @@ def test_cli_beam_search_prints_transformers_beams(tiny_checkpoint, models):
     lines = [line for line in explained.stdout.splitlines() if line.startswith("step ")]
     assert len(lines) == 3 * 2 and lines[0].startswith("step 1 beam 0 (from 0): picked ")
     assert "logp=" in lines[0] and "sum=" in lines[0] and "| top 2:" in lines[0]
+
+
+BEAM_MEMORY_PROBE = """
+import re, sys, torch
+from minigpt2 import GPT2, GPT2Config
+peak = lambda: int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+torch.manual_seed(0)
+config = GPT2Config(vocab_size=1000, n_positions=1024, n_embd=256, n_layer=8, n_head=4, eos_token_id=None)
+model = GPT2(config).eval()
+prompt = torch.randint(0, 1000, (1, 64))
+model.generate(prompt[:, :8], max_new_tokens=4, num_beams=8)  # warm up the allocator and the kernels
+before = peak()
+if sys.argv[1] == "beams":
+    model.generate(prompt, max_new_tokens=440, num_beams=8)
+else:  # eight rows of greedy decoding: the same cache, the same prompt work, no beams
+    model.generate(prompt.repeat(8, 1), max_new_tokens=440)
+print(peak() - before)
+"""
+
+
+@pytest.mark.slow
+def test_eight_beams_take_the_memory_of_eight_plain_rows(tmp_path):
+    """Peak memory of 8-beam search over 504 tokens against 8 rows of greedy decoding, in fresh processes:
+    the cache of 8 rows and little else. A reorder that copied the whole cache each step would hold two."""
+    from pathlib import Path
+
+    from conftest import run_python
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("reads peak memory from Linux's /proc")
+    growth = {}
+    for mode in ("beams", "rows"):
+        result = run_python("-c", BEAM_MEMORY_PROBE, mode)
+        assert result.returncode == 0, result.stderr
+        growth[mode] = int(result.stdout.split()[-1])
+    row = 2 * 8 * 4 * 504 * 64 * 4  # one row's keys and values: layers x heads x tokens x head_dim x fp32
+    print(
+        f"\npeak memory growth: 8 beams {growth['beams'] / 2**20:.0f} MiB ({growth['beams'] / row:.2f}x one row's "
+        f"cache), 8 greedy rows {growth['rows'] / 2**20:.0f} MiB ({growth['rows'] / row:.2f}x)"
+    )
+    assert growth["beams"] <= growth["rows"] + row  # at most one row's worth more than eight plain rows

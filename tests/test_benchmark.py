@@ -14,6 +14,7 @@ def test_benchmark_smoke(tiny_checkpoint, tmp_path):
         "decode tok/s, batch 1, bfloat16",
         "prefill tok/s",
         "batch 2",
+        "beam search tok/s, 4 beams",
         "load",
     ):
         assert line in result.stdout

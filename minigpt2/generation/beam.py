@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from . import stopping
+from .steps import Step
 
 FAR_BELOW = -1.0e9  # the score that rules a candidate out, as transformers uses it
 
@@ -51,8 +52,6 @@ def search(
 
     Yields a Step per new token; returns (sequences [B * num_return_sequences, T + n], their scores).
     """
-    from . import Step  # the loop's own record of a step
-
     total = out.size(1)
     B = out.size(0) // num_beams
     keep = max(2, 1 + (eos_token_id is not None)) * num_beams  # candidates kept each step
