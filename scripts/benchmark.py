@@ -10,9 +10,9 @@ gpt2-medium-shaped checkpoint in the official layout (random values) in a tempor
 
 Sections: the memory bandwidth bound (the fastest of three reads of a weight-sized matrix, and
 the decode rate it allows: weights' bytes / bandwidth); batch-1 greedy decode per dtype; prefill
-of a long prompt; batched greedy decode; beam search (4 beams by default); load time (and load + first forward pass, which reads
-every weight) and peak resident memory, in a fresh process each, from a warm file cache; and how
-far bf16/fp16 logits and greedy tokens are from fp32.
+of a long prompt; batched greedy decode; beam search (4 beams by default); load time (and load +
+first forward pass, which reads every weight) and peak resident memory, in a fresh process each,
+from a warm file cache; and how far bf16/fp16 logits and greedy tokens are from fp32.
 """
 
 from __future__ import annotations
