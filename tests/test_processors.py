@@ -63,19 +63,15 @@ def test_each_processor_and_all_together_match_transformers(setup, case, num_bea
     assert any(not torch.equal(a, b) for a, b in zip(processed, plain, strict=False))
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_seeded_sampling_with_processors_is_transformers_token_for_token(setup, seed):
-    model, reference, _, input_ids, attention_mask, liked = setup
-    options = dict(repetition_penalty=1.3, no_repeat_ngram_size=2, temperature=0.8, top_k=30, top_p=0.95)
-    ours = model.generate(
-        input_ids, attention_mask=attention_mask, do_sample=True, max_new_tokens=NEW_TOKENS, seed=seed, **options
-    )
-    torch.manual_seed(seed)  # transformers draws from the global generator
+@pytest.mark.parametrize("case", range(9))
+def test_seeded_sampling_with_each_processor_is_transformers_token_for_token(setup, case):
+    model, reference, tokenizer, input_ids, attention_mask, liked = setup
+    options = {**processor_cases(liked, input_ids.size(1))[case], "temperature": 0.8, "top_k": 30, "top_p": 0.95}
+    common = dict(attention_mask=attention_mask, max_new_tokens=NEW_TOKENS, eos_token_id=tokenizer.eos_token_id)
+    ours = model.generate(input_ids, do_sample=True, seed=case, **common, **options)
+    torch.manual_seed(case)  # transformers draws from the global generator
     with torch.no_grad():
-        theirs = reference.generate(
-            input_ids, attention_mask=attention_mask, do_sample=True, max_new_tokens=NEW_TOKENS, pad_token_id=liked,
-            **options,
-        )  # fmt: skip
+        theirs = reference.generate(input_ids, do_sample=True, pad_token_id=tokenizer.eos_token_id, **common, **options)
     assert ours.tolist() == theirs.tolist()
 
 
