@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import runpy
 import sys
@@ -154,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop",
         metavar="TEXT",
         action="append",
-        help="stop a row once its text ends in TEXT (repeat for several)",
+        help="stop a row once TEXT appears in what it generates (repeat for several)",
     )
     p.add_argument(
         "--stream",
@@ -255,11 +256,11 @@ def _until_eos(tokens, eos_token_id: int | None):
 def _explainer(tokenizer, k: int):
     """A line per step and row: the k most likely next tokens under the scores the token was picked
     from (after the processors; when sampling, after temperature, top-k and top-p too), and the pick."""
-    finished_before = None
+    finished_before, numbers = None, itertools.count(1)
 
     def explain(step):
         nonlocal finished_before
-        rows = step.tokens.size(0)
+        n, rows = next(numbers), step.tokens.size(0)
         probs = step.scores.float().softmax(dim=-1)  # [R, V]
         best = probs.topk(min(k, probs.size(-1)))
         for row in range(rows):
@@ -267,12 +268,10 @@ def _explainer(tokenizer, k: int):
                 continue
             token = step.tokens[row].item()
             candidates = _candidates(tokenizer, best.values[row], best.indices[row])
-            where = f"step {explain.n}" + (f" row {row}" if rows > 1 else "")
+            where = f"step {n}" + (f" row {row}" if rows > 1 else "")
             print(f"{where}: picked {tokenizer.decode([token])!r} p={probs[row, token]:.3f} | top {k}: {candidates}")
         finished_before = step.finished.tolist()
-        explain.n += 1
 
-    explain.n = 1
     return explain
 
 
@@ -281,23 +280,27 @@ def _beam_explainer(tokenizer, k: int):
     (after the processors), the beam's summed log-probability, and the k best next tokens of the beam
     it continues."""
 
+    numbers = itertools.count(1)
+
     def explain(step):
+        n = next(numbers)
         best = step.scores.topk(min(k, step.scores.size(-1)))  # [R, k]: rows of the last step
-        rows = zip(step.parents.tolist(), step.tokens.tolist(), step.logprobs.tolist(), step.beam_scores.tolist())
+        beams = step.parents.tolist(), step.tokens.tolist(), step.logprobs.tolist(), step.beam_scores.tolist()
+        rows = zip(*beams, strict=True)
         for row, (parent, token, logprob, score) in enumerate(rows):
             candidates = _candidates(tokenizer, best.values[parent], best.indices[parent])
             print(
-                f"step {explain.n} beam {row} (from {parent}): picked {tokenizer.decode([token])!r} "
+                f"step {n} beam {row} (from {parent}): picked {tokenizer.decode([token])!r} "
                 f"logp={logprob:.3f} sum={score:.3f} | top {k}: {candidates}"
             )
-        explain.n += 1
 
-    explain.n = 1
     return explain
 
 
 def _candidates(tokenizer, values, indices) -> str:
-    return "  ".join(f"{tokenizer.decode([t])!r} {v:.3f}" for v, t in zip(values.tolist(), indices.tolist()))
+    return "  ".join(
+        f"{tokenizer.decode([t])!r} {v:.3f}" for v, t in zip(values.tolist(), indices.tolist(), strict=True)
+    )
 
 
 def _status(message: str) -> None:
