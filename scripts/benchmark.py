@@ -7,6 +7,7 @@ gpt2-medium-shaped checkpoint in the official layout (random values) in a tempor
     python scripts/benchmark.py                        # everything, gpt2-medium shape, on the CPU
     python scripts/benchmark.py --json bench.json      # the same, also written as JSON
     python scripts/benchmark.py --device cuda --compile  # on a GPU: fp32, bf16, fp16, and compile=True
+    python scripts/benchmark.py --sections beam          # one section only (also: decode, prefill, batched, load)
 
 Sections: the memory bandwidth bound (the fastest of three reads of a weight-sized matrix, and
 the decode rate it allows: weights' bytes / bandwidth); batch-1 greedy decode per dtype; prefill
@@ -40,6 +41,7 @@ from minigpt2.checkpoint import OFFICIAL_REPOS  # noqa: E402
 from minigpt2.model import linear, onednn_matmuls  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SECTIONS = ("decode", "prefill", "batched", "beam", "load")
 PROMPT_TOKENS = 8
 
 # Run in a fresh interpreter: load a checkpoint and report seconds, and peak resident memory growth
@@ -229,8 +231,16 @@ def main(argv=None) -> int:
     parser.add_argument("--beams", type=int, default=4, help="beams for the beam search figure (default: 4)")
     parser.add_argument("--compare-tokens", type=int, default=100, help="greedy tokens compared across dtypes")
     parser.add_argument("--compile", action="store_true", help="also decode with generate(compile=True)")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated, from {', '.join(SECTIONS)} (default: all; decode includes the deviations)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args(argv)
+    args.sections = set(args.sections.split(","))
+    if not args.sections <= set(SECTIONS):
+        parser.error(f"--sections takes {', '.join(SECTIONS)}, got {', '.join(sorted(args.sections))}")
     transformers_logging.disable_progress_bar()
     device = torch.device(args.device)
     dtypes = (args.dtypes or "float32,bfloat16" + (",float16" if device.type == "cuda" else "")).split(",")
@@ -256,41 +266,45 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
 
     probe_bytes = weight_bytes(ours32)
     probes = bandwidth_probes(probe_bytes, device)  # timed in the same rounds as the decodes they bound
+    sections = args.sections
     for name in dtypes:
         dtype = DTYPES[name]
         ours = GPT2.from_pretrained(path, device=device, dtype=dtype)
         reference = GPT2LMHeadModel.from_pretrained(path, dtype=dtype).to(device).eval()
         onednn = name == "float32" and device.type == "cpu"  # the only place oneDNN's products are used
-        runs = decode_runs(
-            ours, reference, prompt(1, PROMPT_TOKENS), args.new_tokens, onednn=onednn, compile=args.compile
-        )
-        rates = median_rates({**runs, **probes}, args.rounds)
-        probed = {probe: rates.pop(probe) for probe in probes}
-        bandwidth = max(probed.values())
-        results.setdefault("bandwidth_bytes_per_s", bandwidth)  # the first dtype's rounds
-        results["decode"][name] = {
-            **rates,
-            "bound": bandwidth / weight_bytes(ours),
-            "bandwidth_bytes_per_s": bandwidth,
-            "probes_bytes_per_s": probed,
-        }
-        if name == "float32":
+        if "decode" in sections:
+            runs = decode_runs(
+                ours, reference, prompt(1, PROMPT_TOKENS), args.new_tokens, onednn=onednn, compile=args.compile
+            )
+            rates = median_rates({**runs, **probes}, args.rounds)
+            probed = {probe: rates.pop(probe) for probe in probes}
+            bandwidth = max(probed.values())
+            results.setdefault("bandwidth_bytes_per_s", bandwidth)  # the first dtype's rounds
+            results["decode"][name] = {
+                **rates,
+                "bound": bandwidth / weight_bytes(ours),
+                "bandwidth_bytes_per_s": bandwidth,
+                "probes_bytes_per_s": probed,
+            }
+            compared = prompt(1, PROMPT_TOKENS), args.compare_tokens
+            if onednn:
+                results["decode"][name]["deviation_onednn"] = deviation(ours32, ours32, *compared, onednn=True)
+            if name != "float32":
+                results["decode"][name]["deviation"] = deviation(ours32, ours, *compared)
+        if name == "float32" and "prefill" in sections:
             long_prompt = prompt(1, min(args.prefill, ours.config.n_positions))
             results["prefill"] = median_rates(prefill_runs(ours, reference, long_prompt), args.rounds)
             results["prefill"]["tokens"] = long_prompt.size(1)
+        if name == "float32" and "batched" in sections:
             results["batched"] = {}
             for batch in (int(b) for b in args.batch_sizes.split(",")):
                 runs = decode_runs(ours, reference, prompt(batch, PROMPT_TOKENS), args.new_tokens // 2, onednn=onednn)
                 results["batched"][batch] = median_rates(runs, args.rounds)
+        if name == "float32" and "beam" in sections:
             runs = beam_runs(ours, reference, prompt(1, PROMPT_TOKENS), args.new_tokens // 2, args.beams, onednn=onednn)
             results["beam"] = {**median_rates(runs, args.rounds), "num_beams": args.beams}
-        compared = prompt(1, PROMPT_TOKENS), args.compare_tokens
-        if onednn:
-            results["decode"][name]["deviation_onednn"] = deviation(ours32, ours32, *compared, onednn=True)
-        if name != "float32":
-            results["decode"][name]["deviation"] = deviation(ours32, ours, *compared)
         del ours, reference
-    if device.type == "cpu":
+    if device.type == "cpu" and "load" in sections:
         results["load"] = {name: load_figures(path, name) for name in dtypes if name != "float16"}
     results["weight_bytes"] = {name: probe_bytes * DTYPES[name].itemsize // 4 for name in dtypes}
     return results
@@ -321,13 +335,15 @@ def print_table(r: dict) -> None:
             f"  bound for {name}: {d['bound']:.2f} tok/s ({r['weight_bytes'][name] / gb:.2f} GB of weights at "
             f"{d['bandwidth_bytes_per_s'] / gb:.1f} GB/s, the fastest probe in the same rounds: {probes} GB/s)"
         )
-    p = r["prefill"]
-    row(f"prefill tok/s, {p['tokens']} tokens, fp32", p["minigpt2"], p["transformers"])
-    for batch, b in r["batched"].items():
+    if "prefill" in r:
+        p = r["prefill"]
+        row(f"prefill tok/s, {p['tokens']} tokens, fp32", p["minigpt2"], p["transformers"])
+    for batch, b in r.get("batched", {}).items():
         rows(f"batched decode tok/s, batch {batch}, fp32", b)
-    rows(f"beam search tok/s, {r['beam']['num_beams']} beams, fp32", r["beam"])
-    first = next(iter(r["batched"].values()))
-    for batch, b in r["batched"].items():
+    if "beam" in r:
+        rows(f"beam search tok/s, {r['beam']['num_beams']} beams, fp32", r["beam"])
+    first = next(iter(r.get("batched", {}).values()), None)
+    for batch, b in r.get("batched", {}).items():
         print(
             f"  batch {batch}: {b['minigpt2'] / first['minigpt2']:.2f}x minigpt2's smallest batch"
             + (

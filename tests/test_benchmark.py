@@ -20,3 +20,6 @@ def test_benchmark_smoke(tiny_checkpoint, tmp_path):
         assert line in result.stdout
     figures = json.loads((tmp_path / "bench.json").read_text())
     assert set(figures["decode"]) == {"float32", "bfloat16"} and figures["bandwidth_bytes_per_s"] > 0
+    only_beam = run_script("benchmark.py", *args, "--sections", "beam")
+    assert only_beam.returncode == 0, only_beam.stderr
+    assert "beam search tok/s" in only_beam.stdout and "decode tok/s, batch 1" not in only_beam.stdout
