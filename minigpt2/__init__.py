@@ -6,7 +6,8 @@ import warnings
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 from .checkpoint import CheckpointError  # noqa: E402
-from .model import GPT2, PRESETS, GPT2Config, KVCache, onednn_matmuls  # noqa: E402
+from .linear import onednn_matmuls  # noqa: E402
+from .model import GPT2, PRESETS, GPT2Config, KVCache  # noqa: E402
 from .tokenizer import Tokenizer  # noqa: E402
 
 __all__ = ["GPT2", "GPT2Config", "PRESETS", "KVCache", "Tokenizer", "CheckpointError", "onednn_matmuls"]

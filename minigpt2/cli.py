@@ -15,7 +15,8 @@ from huggingface_hub.utils import logging as hf_logging
 
 from .checkpoint import CheckpointError
 from .generation import run_to_end
-from .model import GPT2, onednn_matmuls
+from .linear import onednn_matmuls
+from .model import GPT2
 from .tokenizer import Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
@@ -20,6 +19,7 @@ from torch import nn
 
 from . import generation, internals
 from .activations import ACTIVATIONS
+from .linear import Linear, linear
 
 
 @dataclass(frozen=True)
@@ -147,51 +147,6 @@ class Hook:
         return any(name in self.hooks for name in names)
 
 
-# On the CPU, torch computes fp32 matrix products with MKL, as transformers does, and the logits
-# of the two agree to about 1e-5. oneDNN's kernels read the weights faster when there are few rows,
-# the decode loop's shapes: gpt2-medium decodes 1.2x faster at batch 1 and 1.5x-1.8x at batch 4
-# to 16 (scripts/benchmark.py, on the CI machine). But they round differently, 2-3x as far from
-# an fp64 result as MKL, and so further from transformers' logits. Hence opt-in:
-# `with onednn_matmuls(): model.generate(...)`.
-_ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-_ONEDNN_MAX_ROWS = 16  # from about 32 rows on (a prompt), MKL is the faster
-_use_onednn = False
-
-
-@contextmanager
-def onednn_matmuls(enabled: bool = True):
-    """Inside this block, fp32 products of up to 16 rows on the CPU run on oneDNN: faster, rounded differently."""
-    global _use_onednn
-    previous, _use_onednn = _use_onednn, enabled and _ONEDNN_AVAILABLE
-    try:
-        yield
-    finally:
-        _use_onednn = previous
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ weight.T + bias: F.linear, or oneDNN's product inside onednn_matmuls() where it suits."""
-    if _use_onednn and _suits_onednn(x, weight, bias):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    return F.linear(x, weight, bias)
-
-
-def _suits_onednn(x, weight, bias) -> bool:
-    """A few fp32 rows on the CPU, with no gradient wanted (oneDNN's product has no backward) and
-    not inside torch.compile (which has no lowering for it, and picks its own kernels)."""
-    few_rows = x.numel() <= _ONEDNN_MAX_ROWS * x.size(-1)
-    fp32_on_cpu = x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-    wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias) if t is not None)
-    return few_rows and fp32_on_cpu and not wants_grad and not torch.compiler.is_compiling()
-
-
-class Linear(nn.Linear):
-    """nn.Linear, computed by linear() above."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
-
-
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPT2Config, index: int, hook_prefix: str):
         super().__init__()
@@ -233,6 +188,10 @@ class CausalSelfAttention(nn.Module):
                 q, k, v, attn_mask=mask.keys_visible, is_causal=mask.is_causal, scale=self.scale
             )
         z = hook(p + "hook_z", y.transpose(1, 2))  # [B, T, H, D]: each head's output
+        if hook.wants(p + "hook_result"):  # each head's share of the output, written out only when asked for
+            W_O = self.c_proj.weight.view(C, H, D)  # [C, H, D]: the slice of c_proj that reads each head
+            result = hook(p + "hook_result", torch.einsum("bthd,chd->bthc", z, W_O))  # [B, T, H, C]
+            return result.sum(dim=2) + self.c_proj.bias
         return self.c_proj(z.reshape(B, T, C))  # heads side by side, then mixed
 
     def _attention_written_out(self, q, k, v, mask: Mask, hook: Hook, upcast: bool = False):
@@ -275,10 +234,23 @@ class Block(nn.Module):
     def forward(self, x, cache, start: int | torch.Tensor, mask: Mask, hook: Hook):
         p = self.hook_prefix
         x = hook(p + "hook_resid_pre", x)  # [B, T, C]: the residual stream coming in
-        attn_out = self.attn(hook(p + "ln1.hook_normalized", self.ln_1(x)), cache, start, mask, hook)
+        attn_out = self.attn(layer_norm(self.ln_1, x, hook, p + "ln1."), cache, start, mask, hook)
         x = hook(p + "hook_resid_mid", x + hook(p + "hook_attn_out", attn_out))
-        mlp_out = self.mlp(hook(p + "ln2.hook_normalized", self.ln_2(x)), hook)
+        mlp_out = self.mlp(layer_norm(self.ln_2, x, hook, p + "ln2."), hook)
         return hook(p + "hook_resid_post", x + hook(p + "hook_mlp_out", mlp_out))
+
+
+def layer_norm(ln: nn.LayerNorm, x: torch.Tensor, hook: Hook, prefix: str) -> torch.Tensor:
+    """ln(x) with its named points: prefix + "hook_scale", the divisor sqrt(var + eps) [B, T, 1], worked
+    out only when asked for; prefix + "hook_normalized", the output. A scale replaced by a hook (frozen,
+    say) is the one the output is divided by."""
+    if hook.wants(prefix + "hook_scale"):
+        centred = x - x.mean(dim=-1, keepdim=True)
+        scale = (centred.pow(2).mean(dim=-1, keepdim=True) + ln.eps).sqrt()
+        given = hook(prefix + "hook_scale", scale)
+        if given is not scale:
+            return hook(prefix + "hook_normalized", centred / given * ln.weight + ln.bias)
+    return hook(prefix + "hook_normalized", ln(x))
 
 
 class GPT2(nn.Module):
@@ -365,7 +337,7 @@ class GPT2(nn.Module):
         for i, block in enumerate(self.h):
             layer_cache = (cache.keys[i], cache.values[i]) if cache is not None else None
             x = block(x, layer_cache, start, mask, hook)
-        return self.unembed(hook("ln_final.hook_normalized", self.ln_f(x)))
+        return self.unembed(layer_norm(self.ln_f, x, hook, "ln_final."))
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         """Logits from the final normalised stream: the LM head is the token embedding, unless the config unties it."""
@@ -392,11 +364,12 @@ class GPT2(nn.Module):
         names = ["hook_embed", "hook_pos_embed"]
         for block in self.h:
             p, a, m = block.hook_prefix, block.attn.hook_prefix, block.mlp.hook_prefix
-            names += [p + "hook_resid_pre", p + "ln1.hook_normalized"]
+            names += [p + "hook_resid_pre", p + "ln1.hook_scale", p + "ln1.hook_normalized"]
             names += [a + n for n in ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z")]
-            names += [p + "hook_attn_out", p + "hook_resid_mid", p + "ln2.hook_normalized"]
+            names += [a + "hook_result", p + "hook_attn_out", p + "hook_resid_mid"]
+            names += [p + "ln2.hook_scale", p + "ln2.hook_normalized"]
             names += [m + "hook_pre", m + "hook_post", p + "hook_mlp_out", p + "hook_resid_post"]
-        return [*names, "ln_final.hook_normalized"]
+        return [*names, "ln_final.hook_scale", "ln_final.hook_normalized"]
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty KV cache for this model, on its device and in its dtype."""

@@ -38,7 +38,7 @@ from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from minigpt2 import GPT2  # noqa: E402
 from minigpt2.checkpoint import OFFICIAL_REPOS  # noqa: E402
-from minigpt2.model import linear, onednn_matmuls  # noqa: E402
+from minigpt2.linear import linear, onednn_matmuls  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SECTIONS = ("decode", "prefill", "batched", "beam", "load")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from conftest import LOGIT_TOLERANCE
 
 from minigpt2 import GPT2, Tokenizer
-from minigpt2.model import linear, onednn_matmuls
+from minigpt2.linear import linear, onednn_matmuls
 
 PROMPTS = ["Once upon a time", "Hi", "안녕하세요 👋"]
 
