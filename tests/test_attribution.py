@@ -125,6 +125,15 @@ def test_gradients_match_transformers_at_the_same_tensors(tiny_checkpoint):
     print(f"\ngradients vs transformers: max difference {worst:.1e}")
 
 
+def test_the_forward_pass_for_gradients_is_the_ordinary_one(tiny):
+    model, _, ids = tiny
+    names = lambda name: name.endswith(("hook_resid_pre", "hook_pattern", "hook_scale"))  # noqa: E731
+    logits, cache = model.run_with_cache(ids, names, grad_of=metric)
+    plain_logits, plain = model.run_with_cache(ids, names)
+    assert (logits - plain_logits).abs().max() <= 1e-6
+    assert all((cache[name] - plain[name]).abs().max() <= 1e-6 for name in plain)
+
+
 def test_backward_hooks_see_and_can_change_the_gradient(tiny):
     model, _, ids = tiny
     seen = {}
