@@ -27,6 +27,7 @@ class Decomposition:
     labels: list[str]  # "embed", "pos_embed", "L3 attn" or "L3H5" and "L3 attn bias", "L3 mlp"
     stack: torch.Tensor  # [K, B, T, C]: the pieces, in the order the forward pass adds them
     scale: torch.Tensor  # [B, T, 1]: the final LayerNorm's scale in the same run, for apply_ln
+    logits: torch.Tensor  # [B, T, V]: the same run's logits
 
 
 @dataclass
@@ -53,7 +54,7 @@ def decompose_resid(model, input_ids: torch.Tensor, *, heads: bool = False, **fo
     attention = "attn.hook_result" if heads else "hook_attn_out"
     names = ["hook_embed", "hook_pos_embed", "ln_final.hook_scale"]
     names += [f"blocks.{i}.{point}" for i in range(L) for point in (attention, "hook_mlp_out")]
-    _, acts = run_with_cache(model, input_ids, names, **forward_kwargs)
+    logits, acts = run_with_cache(model, input_ids, names, **forward_kwargs)
     token = acts["hook_embed"]
     labels, pieces = ["embed", "pos_embed"], [token, acts["hook_pos_embed"].expand_as(token)]
     for i in range(L):
@@ -66,7 +67,7 @@ def decompose_resid(model, input_ids: torch.Tensor, *, heads: bool = False, **fo
             pieces.append(acts[f"blocks.{i}.hook_attn_out"])
         labels.append(f"L{i} mlp")
         pieces.append(acts[f"blocks.{i}.hook_mlp_out"])
-    return Decomposition(labels, torch.stack(pieces), acts["ln_final.hook_scale"])
+    return Decomposition(labels, torch.stack(pieces), acts["ln_final.hook_scale"], logits)
 
 
 def apply_ln(model, stack: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -83,14 +84,12 @@ def direct_logit_attribution(
     to the difference logit(token) - logit(other). Tokens are ids, or texts of one token (with tokenizer=)."""
     token, other = (_token_id(t, tokenizer) for t in (token, other))
     parts = decompose_resid(model, input_ids, heads=heads)
-    unembedding = model.lm_head.weight if not model.config.tie_word_embeddings else model.wte.weight
-    direction = unembedding[token] - (unembedding[other] if other is not None else 0)  # [C]
-    direction = direction.detach()
+    W_U = model.unembedding.detach()  # [V, C]
+    direction = W_U[token] - (W_U[other] if other is not None else 0)  # [C]
     normalized = apply_ln(model, parts.stack[:, :, position], parts.scale[:, position])  # [K, B, C]
     contributions = normalized @ direction  # [K, B]
     bias = (model.ln_f.bias.detach() @ direction).expand(contributions.size(1))
-    with torch.no_grad():
-        logits = model(input_ids)[:, position]  # [B, V]
+    logits = parts.logits[:, position]  # [B, V]
     logit = logits[:, token] - (logits[:, other] if other is not None else 0)
     return Attribution(parts.labels, contributions, bias, logit)
 

@@ -339,9 +339,14 @@ class GPT2(nn.Module):
             x = block(x, layer_cache, start, mask, hook)
         return self.unembed(layer_norm(self.ln_f, x, hook, "ln_final."))
 
+    @property
+    def unembedding(self) -> torch.Tensor:
+        """The LM head's weight [V, C]: the token embedding, unless the config unties the two."""
+        return self.wte.weight if self.config.tie_word_embeddings else self.lm_head.weight
+
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits from the final normalised stream: the LM head is the token embedding, unless the config unties it."""
-        return linear(x, self.wte.weight if self.config.tie_word_embeddings else self.lm_head.weight)
+        """Logits from the final normalised stream."""
+        return linear(x, self.unembedding)
 
     def decode_step(self, tokens: torch.Tensor, cache: KVCache, slot: torch.Tensor, visible: torch.Tensor):
         """Next-token logits [B, V] for one new token per row, with the same shapes at every step, so
