@@ -13,7 +13,8 @@ Sections: the memory bandwidth bound (the fastest of three reads of a weight-siz
 the decode rate it allows: weights' bytes / bandwidth); batch-1 greedy decode per dtype; prefill
 of a long prompt; batched greedy decode; beam search (4 beams by default); load time (and load +
 first forward pass, which reads every weight) and peak resident memory, in a fresh process each,
-from a warm file cache; and how far bf16/fp16 logits and greedy tokens are from fp32.
+from a warm file cache; how far bf16/fp16 logits and greedy tokens are from fp32; and minigpt2's
+activation patching sweep (every layer x 20 positions) against one forward pass per patch.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ from transformers.utils import logging as transformers_logging  # noqa: E402
 from minigpt2 import GPT2  # noqa: E402
 from minigpt2.checkpoint import OFFICIAL_REPOS  # noqa: E402
 from minigpt2.linear import linear, onednn_matmuls  # noqa: E402
+from minigpt2.patching import activation_patching  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-SECTIONS = ("decode", "prefill", "batched", "beam", "load")
+SECTIONS = ("decode", "prefill", "batched", "beam", "load", "patching")
+PATCHED_TOKENS = 20  # the prompt of the activation patching sweep
 PROMPT_TOKENS = 8
 
 # Run in a fresh interpreter: load a checkpoint and report seconds, and peak resident memory growth
@@ -165,6 +168,36 @@ def beam_runs(ours, reference, prompt, new_tokens: int, num_beams: int, *, onedn
     if onednn:
         runs["minigpt2 oneDNN"] = ours_run(onednn=True)
     return runs
+
+
+def patching_runs(model, clean: torch.Tensor) -> dict:
+    """The resid_pre sweep over every layer and position, batched; and the plain way, one patched forward
+    pass per patch, for the positions of one layer. Runs return the patches done."""
+    corrupted = clean.clone()
+    corrupted[0, clean.size(1) // 2] = (clean[0, clean.size(1) // 2] + 1) % model.config.vocab_size
+
+    def metric(logits):
+        return logits[:, 0] - logits[:, 1]
+
+    def sweep():
+        return activation_patching(model, clean, corrupted, metric, point="resid_pre").numel()
+
+    name = f"blocks.{model.config.n_layer // 2}.hook_resid_pre"
+    _, acts = model.run_with_cache(clean, [name])
+
+    def one_forward_per_patch():
+        for position in range(clean.size(1)):
+
+            def patch(x, position=position):
+                x = x.clone()
+                x[:, position] = acts[name][:, position]
+                return x
+
+            with torch.inference_mode():
+                metric(model(corrupted, hooks={name: patch})[:, -1])
+        return clean.size(1)
+
+    return {"batched sweep": sweep, "one forward per patch": one_forward_per_patch}
 
 
 def prefill_runs(ours, reference, prompt) -> dict:
@@ -304,6 +337,9 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
             runs = beam_runs(ours, reference, prompt(1, PROMPT_TOKENS), args.new_tokens // 2, args.beams, onednn=onednn)
             results["beam"] = {**median_rates(runs, args.rounds), "num_beams": args.beams}
         del ours, reference
+    if "patching" in sections:
+        results["patching"] = median_rates(patching_runs(ours32, prompt(1, PATCHED_TOKENS)), args.rounds)
+        results["patching"]["patches"] = ours32.config.n_layer * PATCHED_TOKENS
     if device.type == "cpu" and "load" in sections:
         results["load"] = {name: load_figures(path, name) for name in dtypes if name != "float16"}
     results["weight_bytes"] = {name: probe_bytes * DTYPES[name].itemsize // 4 for name in dtypes}
@@ -358,6 +394,13 @@ def print_table(r: dict) -> None:
             for variant in ("minigpt2", *variants):
                 if variant in d:
                     print(f"  {name} decode, {variant}: {d[variant] / fp32_reference:.2f}x transformers' fp32 decode")
+    if "patching" in r:
+        p = r["patching"]
+        batched, plain = p["patches"] / p["batched sweep"], p["patches"] / p["one forward per patch"]
+        print(
+            f"activation patching, resid_pre, {p['patches']} patches (every layer x {PATCHED_TOKENS} positions): "
+            f"{batched:.1f} s batched, {plain:.1f} s with one forward pass per patch ({plain / batched:.1f}x)"
+        )
     for name, load in r.get("load", {}).items():
         ours, theirs = load["minigpt2"], load["transformers"]
         weights = r["weight_bytes"][name]

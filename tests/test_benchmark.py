@@ -20,6 +20,7 @@ def test_benchmark_smoke(tiny_checkpoint, tmp_path):
         assert line in result.stdout
     figures = json.loads((tmp_path / "bench.json").read_text())
     assert set(figures["decode"]) == {"float32", "bfloat16"} and figures["bandwidth_bytes_per_s"] > 0
-    only_beam = run_script("benchmark.py", *args, "--sections", "beam")
-    assert only_beam.returncode == 0, only_beam.stderr
-    assert "beam search tok/s" in only_beam.stdout and "decode tok/s, batch 1" not in only_beam.stdout
+    some = run_script("benchmark.py", *args, "--sections", "beam,patching")
+    assert some.returncode == 0, some.stderr
+    assert "beam search tok/s" in some.stdout and "decode tok/s, batch 1" not in some.stdout
+    assert "activation patching, resid_pre, 40 patches" in some.stdout
