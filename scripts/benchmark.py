@@ -349,7 +349,8 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
 def print_table(r: dict) -> None:
     gb = 1e9
     print(f"model: {r['model']}; device {r['device']}, {r['threads']} threads, medians of {r['rounds']} rounds")
-    print(f"\n{'':34}{'minigpt2':>10}{'transformers':>14}{'ratio':>8}{'of bound':>10}")
+    if r["decode"] or any(section in r for section in ("prefill", "batched", "beam")):
+        print(f"\n{'':34}{'minigpt2':>10}{'transformers':>14}{'ratio':>8}{'of bound':>10}")
 
     def row(label, ours, theirs, bound=None):
         of_bound = f"{ours / bound:9.0%}" if bound else ""
