@@ -23,6 +23,7 @@ from huggingface_hub.errors import (
 )
 from safetensors import SafetensorError, safe_open
 
+from . import quantize as quantization
 from .activations import ACTIVATIONS, LEARNED
 from .model import GPT2, GPT2Config
 
@@ -47,16 +48,22 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used as it is; the message says what is wrong and what to do."""
 
 
-def load_model(name_or_path: str, *, device=None, dtype=None, revision: str | None = None) -> GPT2:
+def load_model(
+    name_or_path: str, *, device=None, dtype=None, revision: str | None = None, quantize: str | None = None
+) -> GPT2:
     """Build the model on the meta device (no memory, no random init) and attach the checkpoint's tensors."""
     device = check_device(device)
+    quantization.check(quantize)
     config = read_config(find_file(name_or_path, "config.json", revision, required=True))
     files = weight_files(name_or_path, revision)
     with torch.device("meta"):
         model = GPT2(config)
-    state = read_weights(files, device=device, dtype=dtype, tied=config.tie_word_embeddings)
+    state = read_weights(files, device=device, dtype=dtype, tied=config.tie_word_embeddings, quantize=quantize)
     _check_tensors(model, state, files[0] if len(files) == 1 else files[0].parent)
-    model.load_state_dict(state, assign=True)
+    int8 = {name: state.pop(name) for name in list(state) if isinstance(state[name], quantization.Int8Weight)}
+    model.load_state_dict(state, assign=True, strict=not int8)  # names and shapes are checked above
+    if int8:
+        quantization.attach(model, int8)
     return model.eval()
 
 
@@ -181,7 +188,9 @@ def read_config(path: Path) -> GPT2Config:
         raise CheckpointError(f"{path} has an invalid value: {_first_line(e)}") from None
 
 
-def read_weights(paths: list[Path], *, device=None, dtype=None, tied: bool = True) -> dict[str, torch.Tensor]:
+def read_weights(
+    paths: list[Path], *, device=None, dtype=None, tied: bool = True, quantize: str | None = None
+) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint's file(s) under minigpt2's names, on `device` in `dtype` (None: as stored).
 
     Official files store the projections [in, out] (transformers' Conv1D); nn.Linear wants
@@ -190,20 +199,26 @@ def read_weights(paths: list[Path], *, device=None, dtype=None, tied: bool = Tru
     precision as stored, another device) is copied and written [out, in] in order, the layout
     that torch's bf16/fp16 matrix-vector kernels read fastest.
     tied: the LM head is the token embedding, so a stored lm_head.weight is left unread.
+    quantize="int8": each projection weight becomes an Int8Weight as it is read, from its own mapping
+    of the file, so that no more than one fp32 projection is ever held.
     """
     device = torch.device(device or "cpu")
     state = {}
     for path in paths:
         # A file that is copied is read through one mapping per tensor, so that its pages leave
         # memory as each tensor is copied, and the peak stays near the copies' size.
-        copying = _copied(_stored_dtype(path), dtype, device)
+        copying = quantize is not None or _copied(_stored_dtype(path), dtype, device)
         for name, tensor in _read_tensors(path, one_mapping_per_tensor=copying):
             name = _minigpt2_name(name, tied)
             if name is None:
                 continue
-            if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) and tensor.dim() == 2:
+            if name.endswith(quantization.PROJECTIONS) and tensor.dim() == 2:
                 tensor = tensor.t()
-            copy = _copied(tensor.dtype, dtype, device)
+                if quantize is not None:
+                    state[name] = quantization.Int8Weight(tensor).to(device)
+                    continue
+            # Quantizing copies what it keeps too, so that no view holds a mapping of the fp32 file.
+            copy = quantize is not None or _copied(tensor.dtype, dtype, device)
             state[name] = tensor.to(device=device, dtype=dtype, memory_format=torch.contiguous_format, copy=copy)
     return state
 

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .quantize import Int8Weight
+
 # On the CPU, torch computes fp32 matrix products with MKL, as transformers does, and the logits
 # of the two agree to about 1e-5. oneDNN's kernels read the weights faster when there are few rows,
 # the decode loop's shapes: gpt2-medium decodes 1.2x faster at batch 1 and 1.5x-1.8x at batch 4
@@ -30,8 +32,11 @@ def onednn_matmuls(enabled: bool = True):
         _use_onednn = previous
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ weight.T + bias: F.linear, or oneDNN's product inside onednn_matmuls() where it suits."""
+def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight.T + bias: F.linear, or oneDNN's product inside onednn_matmuls() where it suits, or the
+    int8 kernel for a weight quantized at load (minigpt2/quantize.py)."""
+    if isinstance(weight, Int8Weight):
+        return weight.linear(x, bias)
     if _use_onednn and _suits_onednn(x, weight, bias):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)

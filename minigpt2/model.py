@@ -269,6 +269,7 @@ class GPT2(nn.Module):
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         if not config.tie_word_embeddings:  # a head of its own, [V, C]
             self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.head = None  # an int8 copy of the LM head when loaded with quantize="int8" (minigpt2/quantize.py)
         self._compiled_decode_step = None  # made by compiled_decode_step() when first asked for
         if not self.wte.weight.is_meta:  # on the meta device (loading) there is nothing to fill
             self.apply(self._init_weights)
@@ -284,11 +285,14 @@ class GPT2(nn.Module):
             nn.init.normal_(module.c_proj.weight, std=0.02 / math.sqrt(2 * self.config.n_layer))
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, *, device=None, dtype=None, revision: str | None = None) -> GPT2:
-        """Load an official checkpoint by name ("gpt2-medium"), a hub repo ("org/name"), or a local path."""
+    def from_pretrained(
+        cls, name_or_path: str, *, device=None, dtype=None, revision: str | None = None, quantize: str | None = None
+    ) -> GPT2:
+        """Load an official checkpoint by name ("gpt2-medium"), a hub repo ("org/name"), or a local path.
+        quantize="int8": the projections and the LM head as int8 (minigpt2/quantize.py); opt-in, approximate."""
         from .checkpoint import load_model  # here, not at the top: checkpoint.py imports this module
 
-        return load_model(name_or_path, device=device, dtype=dtype, revision=revision)
+        return load_model(name_or_path, device=device, dtype=dtype, revision=revision, quantize=quantize)
 
     def forward(
         self,
@@ -346,7 +350,7 @@ class GPT2(nn.Module):
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         """Logits from the final normalised stream."""
-        return linear(x, self.unembedding)
+        return linear(x, self.unembedding if self.head is None else self.head)
 
     def decode_step(self, tokens: torch.Tensor, cache: KVCache, slot: torch.Tensor, visible: torch.Tensor):
         """Next-token logits [B, V] for one new token per row, with the same shapes at every step, so

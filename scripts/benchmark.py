@@ -40,6 +40,7 @@ from transformers.utils import logging as transformers_logging  # noqa: E402
 from minigpt2 import GPT2  # noqa: E402
 from minigpt2.checkpoint import OFFICIAL_REPOS  # noqa: E402
 from minigpt2.linear import linear, onednn_matmuls  # noqa: E402
+from minigpt2.quantize import Int8Weight  # noqa: E402
 from minigpt2.patching import activation_patching  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -93,7 +94,13 @@ def sync():
 
 
 def weight_bytes(model) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+    """The bytes a decode step reads: every parameter, or for quantize="int8" the int8 projections and LM
+    head with their scales, and the rest but the token embedding (of which only rows are looked up)."""
+    if model.head is None:
+        return sum(p.numel() * p.element_size() for p in model.parameters())
+    rest = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if n != "wte.weight")
+    int8 = [model.head, *(m.weight for m in model.modules() if isinstance(getattr(m, "weight", None), Int8Weight))]
+    return rest + sum(w.q.numel() + 4 * w.scale.numel() for w in int8)
 
 
 def bandwidth_probes(n_bytes: int, device) -> dict:
@@ -256,7 +263,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--model", help="checkpoint to measure (default: a random gpt2-medium-shaped one)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtypes", default=None, help="comma-separated (default: float32,bfloat16; +float16 on cuda)")
+    parser.add_argument(
+        "--dtypes", default=None, help="comma-separated (default: float32,bfloat16,int8; +float16 on cuda)"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens per decode run (default: 64)")
     parser.add_argument("--prefill", type=int, default=512, help="prompt length for the prefill figure")
@@ -276,7 +285,7 @@ def main(argv=None) -> int:
         parser.error(f"--sections takes {', '.join(SECTIONS)}, got {', '.join(sorted(args.sections))}")
     transformers_logging.disable_progress_bar()
     device = torch.device(args.device)
-    dtypes = (args.dtypes or "float32,bfloat16" + (",float16" if device.type == "cuda" else "")).split(",")
+    dtypes = (args.dtypes or "float32,bfloat16,int8" + (",float16" if device.type == "cuda" else "")).split(",")
 
     with tempfile.TemporaryDirectory() as scratch:
         path = args.model or str(write_checkpoint(Path(scratch), shape="gpt2-medium"))
@@ -300,10 +309,12 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
     probe_bytes = weight_bytes(ours32)
     probes = bandwidth_probes(probe_bytes, device)  # timed in the same rounds as the decodes they bound
     sections = args.sections
+    results["weight_bytes"] = {}
     for name in dtypes:
-        dtype = DTYPES[name]
-        ours = GPT2.from_pretrained(path, device=device, dtype=dtype)
-        reference = GPT2LMHeadModel.from_pretrained(path, dtype=dtype).to(device).eval()
+        dtype = DTYPES.get(name, torch.float32)  # int8: quantized projections, the rest fp32
+        ours = GPT2.from_pretrained(path, device=device, dtype=dtype, quantize="int8" if name == "int8" else None)
+        reference = GPT2LMHeadModel.from_pretrained(path, dtype=dtype).to(device).eval()  # int8: against fp32
+        results["weight_bytes"][name] = weight_bytes(ours)
         onednn = name == "float32" and device.type == "cpu"  # the only place oneDNN's products are used
         if "decode" in sections:
             runs = decode_runs(
@@ -341,8 +352,7 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
         results["patching"] = median_rates(patching_runs(ours32, prompt(1, PATCHED_TOKENS)), args.rounds)
         results["patching"]["patches"] = ours32.config.n_layer * PATCHED_TOKENS
     if device.type == "cpu" and "load" in sections:
-        results["load"] = {name: load_figures(path, name) for name in dtypes if name != "float16"}
-    results["weight_bytes"] = {name: probe_bytes * DTYPES[name].itemsize // 4 for name in dtypes}
+        results["load"] = {name: load_figures(path, name) for name in dtypes if name in ("float32", "bfloat16")}
     return results
 
 

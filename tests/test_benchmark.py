@@ -12,6 +12,7 @@ def test_benchmark_smoke(tiny_checkpoint, tmp_path):
     for line in (
         "decode tok/s, batch 1, float32",
         "decode tok/s, batch 1, bfloat16",
+        "decode tok/s, batch 1, int8",
         "prefill tok/s",
         "batch 2",
         "beam search tok/s, 4 beams",
@@ -19,7 +20,8 @@ def test_benchmark_smoke(tiny_checkpoint, tmp_path):
     ):
         assert line in result.stdout
     figures = json.loads((tmp_path / "bench.json").read_text())
-    assert set(figures["decode"]) == {"float32", "bfloat16"} and figures["bandwidth_bytes_per_s"] > 0
+    assert set(figures["decode"]) == {"float32", "bfloat16", "int8"} and figures["bandwidth_bytes_per_s"] > 0
+    assert figures["weight_bytes"]["int8"] < figures["weight_bytes"]["bfloat16"] < figures["weight_bytes"]["float32"]
     some = run_script("benchmark.py", *args, "--sections", "beam,patching")
     assert some.returncode == 0, some.stderr
     assert "beam search tok/s" in some.stdout and "decode tok/s, batch 1" not in some.stdout

@@ -1,0 +1,89 @@
+"""Opt-in int8 weights: the quantization itself, the product the kernel computes, and what it costs in accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import run_cli, run_python
+
+from minigpt2 import GPT2, Tokenizer
+from minigpt2.quantize import Int8Weight
+
+
+def test_per_channel_symmetric_int8_round_trip():
+    torch.manual_seed(0)
+    weight = torch.randn(3000, 96) * torch.rand(3000, 1)  # rows of very different sizes
+    weight[7] = 0  # a row of zeros must not divide by zero
+    q = Int8Weight(weight)
+    assert q.q.dtype == torch.int8 and q.q.shape == weight.shape and int(q.q.abs().max()) == 127
+    assert torch.equal(q.scale, (weight.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny))
+    error = (q.dequantize() - weight).abs()
+    assert (error <= q.scale[:, None] / 2 + 1e-7).all()  # each weight within half a step of its row
+    assert q.dequantize()[7].abs().max() == 0
+
+
+def test_the_int8_product_is_bf16_activations_times_int8_rows_then_the_scales():
+    torch.manual_seed(1)
+    weight, bias, x = torch.randn(256, 128) * 0.05, torch.randn(256), torch.randn(2, 5, 128)
+    q = Int8Weight(weight)
+    got = q.linear(x, bias)
+    exact = F.linear(x.bfloat16().float(), q.q.float()).bfloat16().float() * q.scale + bias
+    torch.testing.assert_close(got, exact, rtol=0, atol=1e-5)
+    relative = ((got - F.linear(x, weight, bias)).abs().max() / F.linear(x, weight, bias).abs().max()).item()
+    print(f"\none int8 product against fp32: {relative:.2%} of the largest output")
+    assert relative < 0.02
+
+
+def test_an_int8_model_stays_close_to_fp32(tiny_checkpoint):
+    fp32, int8 = GPT2.from_pretrained(tiny_checkpoint), GPT2.from_pretrained(tiny_checkpoint, quantize="int8")
+    assert isinstance(int8.h[0].mlp.c_fc.weight, Int8Weight) and isinstance(int8.head, Int8Weight)
+    tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
+    ids = torch.tensor([tokenizer.encode("Once upon a time, there was a little girl who lived in a village")])
+    with torch.no_grad():
+        exact, approx = fp32(ids), int8(ids)
+    relative = ((approx - exact).abs().max() / (exact.max() - exact.min())).item()
+    top1 = (approx.argmax(-1) == exact.argmax(-1)).float().mean().item()
+    print(f"\nint8 vs fp32 on the tiny model: {relative:.2%} of the logit range, top-1 agreement {top1:.0%}")
+    assert relative < 0.05 and top1 >= 0.85
+    assert int8.generate(ids, max_new_tokens=5).shape == (1, ids.size(1) + 5)
+    with pytest.raises(ValueError, match="quantize must be one of int8"):
+        GPT2.from_pretrained(tiny_checkpoint, quantize="int4")
+
+
+def test_cli_quantize_int8(tiny_checkpoint):
+    result = run_cli("Once upon a time", "--model", str(tiny_checkpoint), "--max-new-tokens", "6", "--quantize", "int8")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Once upon a time")
+    bad = run_cli("Once upon a time", "--model", str(tiny_checkpoint), "--quantize", "int4")
+    assert bad.returncode == 2 and "invalid choice: 'int4'" in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak memory from Linux's /proc")
+def test_loading_int8_holds_the_int8_weights_and_the_embedding_not_the_fp32_model(medium_checkpoint):
+    code = f"""
+import re, torch, minigpt2
+peak = lambda: int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+before = peak()
+model = minigpt2.GPT2.from_pretrained({str(medium_checkpoint)!r}, quantize="int8")
+with torch.no_grad():
+    model(torch.tensor([[1, 2, 3]]))
+print(peak() - before)
+"""
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr
+    growth = int(result.stdout.split()[-1])
+    model = GPT2.from_pretrained(medium_checkpoint, quantize="int8")
+    int8 = [model.head, *(m.weight for m in model.modules() if isinstance(getattr(m, "weight", None), Int8Weight))]
+    kept = sum(w.q.numel() + 4 * w.scale.numel() for w in int8) + sum(p.numel() * 4 for p in model.parameters())
+    fp32_sizes = [p.numel() * 4 for p in GPT2.from_pretrained(medium_checkpoint).parameters()]
+    largest, fp32 = max(fp32_sizes), sum(fp32_sizes)  # the largest: the token embedding, kept for lookups
+    print(
+        f"\nint8 load + forward: peak growth {growth / 2**30:.2f} GiB; kept: int8 weights + the fp32 rest "
+        f"{kept / 2**30:.2f} GiB, + one fp32 tensor while read {(kept + largest) / 2**30:.2f} GiB; "
+        f"the fp32 model {fp32 / 2**30:.2f} GiB"
+    )
+    assert growth <= 1.1 * (kept + largest) and kept + largest < 0.6 * fp32
