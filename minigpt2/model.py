@@ -394,4 +394,8 @@ class GPT2(nn.Module):
     logit_lens = internals.logit_lens
 
     def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """Parameters, counting a projection stored as int8 (not an nn.Parameter then) by its shape."""
+        quantized = [
+            m.weight for m in self.modules() if isinstance(m, nn.Linear) and not isinstance(m.weight, nn.Parameter)
+        ]
+        return sum(p.numel() for p in self.parameters()) + sum(math.prod(w.shape) for w in quantized)

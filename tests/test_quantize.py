@@ -40,6 +40,7 @@ def test_the_int8_product_is_bf16_activations_times_int8_rows_then_the_scales():
 def test_an_int8_model_stays_close_to_fp32(tiny_checkpoint):
     fp32, int8 = GPT2.from_pretrained(tiny_checkpoint), GPT2.from_pretrained(tiny_checkpoint, quantize="int8")
     assert isinstance(int8.h[0].mlp.c_fc.weight, Int8Weight) and isinstance(int8.head, Int8Weight)
+    assert int8.num_params() == fp32.num_params()
     tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
     ids = torch.tensor([tokenizer.encode("Once upon a time, there was a little girl who lived in a village")])
     with torch.no_grad():
