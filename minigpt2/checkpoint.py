@@ -207,7 +207,7 @@ def read_weights(
     for path in paths:
         # A file that is copied is read through one mapping per tensor, so that its pages leave
         # memory as each tensor is copied, and the peak stays near the copies' size.
-        copying = quantize is not None or _copied(_stored_dtype(path), dtype, device)
+        copying = _copied(_stored_dtype(path), dtype, device, quantize)
         for name, tensor in _read_tensors(path, one_mapping_per_tensor=copying):
             name = _minigpt2_name(name, tied)
             if name is None:
@@ -217,15 +217,15 @@ def read_weights(
                 if quantize is not None:
                     state[name] = quantization.Int8Weight(tensor).to(device)
                     continue
-            # Quantizing copies what it keeps too, so that no view holds a mapping of the fp32 file.
-            copy = quantize is not None or _copied(tensor.dtype, dtype, device)
+            copy = _copied(tensor.dtype, dtype, device, quantize)
             state[name] = tensor.to(device=device, dtype=dtype, memory_format=torch.contiguous_format, copy=copy)
     return state
 
 
-def _copied(stored: torch.dtype | None, dtype: torch.dtype | None, device: torch.device) -> bool:
-    """Whether a tensor stored as `stored` (None: not known yet) is copied rather than used where it lies."""
-    return device.type != "cpu" or (dtype or stored) != torch.float32
+def _copied(stored: torch.dtype | None, dtype: torch.dtype | None, device: torch.device, quantize) -> bool:
+    """Whether a tensor stored as `stored` (None: not known yet) is copied rather than used where it lies.
+    Quantizing copies what it keeps too, so that no view holds a mapping of the fp32 file."""
+    return quantize is not None or device.type != "cpu" or (dtype or stored) != torch.float32
 
 
 _SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -92,6 +93,29 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     return run_script("generate.py", *args, env=env)
 
 
+# Prompts of different lengths: one left-padded batch.
+PADDED_PROMPTS = ["Once upon a time", "Hello", "The quick brown fox jumps"]
+
+
+@pytest.fixture(scope="session")
+def padded_batch(tiny_checkpoint):
+    """(minigpt2 model, transformers model, tokenizer, input_ids, attention_mask, liked) on the tiny checkpoint.
+
+    liked: the token greedy decoding picks most often. The tiny model rarely picks its real eos, so
+    this one stands in for it where rows must end early.
+    """
+    from transformers import GPT2LMHeadModel
+
+    from minigpt2 import GPT2, Tokenizer
+
+    model, tokenizer = GPT2.from_pretrained(tiny_checkpoint), Tokenizer.from_pretrained(tiny_checkpoint)
+    input_ids, attention_mask = tokenizer.encode_batch(PADDED_PROMPTS)
+    greedy = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=30)
+    liked = torch.bincount(greedy[:, input_ids.size(1) :].flatten()).argmax().item()
+    reference = GPT2LMHeadModel.from_pretrained(tiny_checkpoint).eval()
+    return model, reference, tokenizer, input_ids, attention_mask, liked
+
+
 @pytest.fixture(scope="session")
 def finetuned_checkpoint(tmp_path_factory) -> Path:
     """A fine-tune as transformers 5 saves it: tokenizer.json only, added tokens, resized vocabulary, shards."""
@@ -102,3 +126,16 @@ def finetuned_checkpoint(tmp_path_factory) -> Path:
 def kogpt2_checkpoint(tmp_path_factory) -> Path:
     """The Korean GPT-2's layout: a SentencePiece-style BPE tokenizer.json, eos in config.json, a .bin."""
     return write_checkpoint(tmp_path_factory.mktemp("kogpt2"), layout="kogpt2", initializer_range=TINY_INIT)
+
+
+def worst_deviation(expected: torch.Tensor, frequency: torch.Tensor, draws: int) -> float:
+    """How far drawn frequencies [V] are from the expected probabilities [V], in standard errors.
+
+    Tokens expected at least 20 times are checked one by one; the rarer ones (where a normal
+    approximation fails) are checked together, as one group.
+    """
+    common = expected * draws >= 20
+    groups_expected = torch.cat([expected[common], expected[~common].sum().view(1)])
+    groups_seen = torch.cat([frequency[common], frequency[~common].sum().view(1)])
+    standard_error = (groups_expected * (1 - groups_expected) / draws).sqrt().clamp(min=1e-12)
+    return ((groups_seen - groups_expected).abs() / standard_error).max().item()

@@ -8,24 +8,18 @@ import pytest
 import torch
 from conftest import run_cli
 from torch.utils._python_dispatch import TorchDispatchMode
-from transformers import GPT2LMHeadModel
 
-from minigpt2 import GPT2, Tokenizer
+from minigpt2 import Tokenizer
 from minigpt2.generation.beam import reorder_rows
 
-PROMPTS = ["Once upon a time", "Hello", "The quick brown fox jumps"]  # lengths differ: a left-padded batch
 NEW_TOKENS = 20
 
 
 @pytest.fixture(scope="module")
-def models(tiny_checkpoint):
-    model, tokenizer = GPT2.from_pretrained(tiny_checkpoint), Tokenizer.from_pretrained(tiny_checkpoint)
-    input_ids, attention_mask = tokenizer.encode_batch(PROMPTS)
-    # The tiny model rarely picks its real eos; a token it likes stands in for it, so that beams end early.
-    greedy = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=30)
-    eos = torch.bincount(greedy[:, input_ids.size(1) :].flatten()).argmax().item()
-    reference = GPT2LMHeadModel.from_pretrained(tiny_checkpoint).eval()
-    return model, reference, input_ids, attention_mask, eos
+def models(padded_batch):
+    """As padded_batch, with its liked token as the eos: so that beams end early."""
+    model, reference, _, input_ids, attention_mask, liked = padded_batch
+    return model, reference, input_ids, attention_mask, liked
 
 
 def both(models, **options):

@@ -6,7 +6,7 @@ import re
 
 import pytest
 import torch
-from conftest import LOGIT_TOLERANCE, run_cli
+from conftest import LOGIT_TOLERANCE, run_cli, worst_deviation
 from transformers import GPT2LMHeadModel
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
@@ -131,13 +131,7 @@ def test_first_token_frequencies_follow_the_filtered_softmax(tiny, options):
         scores = warp(ids, scores)
     expected = scores.softmax(dim=-1)[0]
 
-    # Tokens expected at least 20 times are checked one by one; the rarer ones (where a normal
-    # approximation fails) are checked together, as one group.
-    allowed, common = expected > 0, expected * draws >= 20
-    groups_expected = torch.cat([expected[common], expected[~common].sum().view(1)])
-    groups_seen = torch.cat([frequency[common], frequency[~common].sum().view(1)])
-    standard_error = (groups_expected * (1 - groups_expected) / draws).sqrt().clamp(min=1e-12)
-    worst = ((groups_seen - groups_expected).abs() / standard_error).max().item()
+    allowed, worst = expected > 0, worst_deviation(expected, frequency, draws)
     print(f"\n{options}: {int(allowed.sum())} tokens allowed, worst deviation {worst:.2f} standard errors")
     assert counts[~allowed].sum() == 0  # filtered tokens are never drawn
     assert worst < 5

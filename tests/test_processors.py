@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run_cli
-from transformers import AutoTokenizer, GPT2LMHeadModel
+from conftest import run_cli, worst_deviation
+from transformers import AutoTokenizer
 from transformers.generation.logits_process import (
     NoBadWordsLogitsProcessor,
     NoRepeatNGramLogitsProcessor,
@@ -14,20 +14,14 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
 )
 
-from minigpt2 import GPT2, Tokenizer
+from minigpt2 import Tokenizer
 
-PROMPTS = ["Once upon a time", "Hello", "The quick brown fox jumps"]
 NEW_TOKENS = 25
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_checkpoint):
-    model, tokenizer = GPT2.from_pretrained(tiny_checkpoint), Tokenizer.from_pretrained(tiny_checkpoint)
-    input_ids, attention_mask = tokenizer.encode_batch(PROMPTS)
-    greedy = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=30)
-    liked = torch.bincount(greedy[:, input_ids.size(1) :].flatten()).argmax().item()  # an eos that does come up
-    reference = GPT2LMHeadModel.from_pretrained(tiny_checkpoint).eval()
-    return model, reference, tokenizer, input_ids, attention_mask, liked
+def setup(padded_batch):
+    return padded_batch
 
 
 def processor_cases(liked, prompt_length):
@@ -95,11 +89,7 @@ def test_sampled_first_tokens_follow_transformers_processed_probabilities(setup)
     ):
         scores = process(ids, scores)
     expected = scores.softmax(dim=-1)[0]
-    allowed, common = expected > 0, expected * draws >= 20
-    groups_expected = torch.cat([expected[common], expected[~common].sum().view(1)])
-    groups_seen = torch.cat([frequency[common], frequency[~common].sum().view(1)])
-    standard_error = (groups_expected * (1 - groups_expected) / draws).sqrt().clamp(min=1e-12)
-    worst = ((groups_seen - groups_expected).abs() / standard_error).max().item()
+    allowed, worst = expected > 0, worst_deviation(expected, frequency, draws)
     print(f"\nprocessed sampling: {int(allowed.sum())} tokens allowed, worst deviation {worst:.2f} standard errors")
     assert frequency[~allowed].sum() == 0 and frequency[liked] == 0  # banned and filtered tokens never drawn
     assert worst < 5

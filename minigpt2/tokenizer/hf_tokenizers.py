@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import tokenizers
+
 from ..checkpoint import CheckpointError
 from .files import AddedToken
 
@@ -15,12 +17,6 @@ class TokenizersLibrary:
 
     def __init__(self, path: Path, added: list[AddedToken], specials: list[str]):
         """path: the tokenizer.json; added: tokens from the other files; specials: the named special tokens."""
-        try:
-            import tokenizers
-        except ImportError:  # an install without it: say what to do
-            raise CheckpointError(
-                f"{path} needs the tokenizers library; pip install tokenizers (minigpt2 lists it as a dependency)"
-            ) from None
         try:
             self._tokenizer = tokenizers.Tokenizer.from_file(str(path))
         except Exception as e:  # the library raises its own Exception for anything it cannot build
@@ -44,7 +40,6 @@ class TokenizersLibrary:
         )
         missing = [s for s in specials if s not in known_contents and self._tokenizer.token_to_id(s) is not None]
         self._tokenizer.add_special_tokens(missing)
-        self._decode_stream_class = tokenizers.decoders.DecodeStream
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
 
     def token_to_id(self, token: str) -> int | None:
@@ -59,7 +54,7 @@ class TokenizersLibrary:
     def decode_stream(self, ids: Iterable[int], after: list[int]) -> Iterator[str]:
         """The library's own incremental decoder, started after the ids already shown: word boundaries
         ("▁") and characters split across tokens come out right."""
-        stream = self._decode_stream_class(ids=after or None, skip_special_tokens=False)
+        stream = tokenizers.decoders.DecodeStream(ids=after or None, skip_special_tokens=False)
         for i in ids:
             if piece := stream.step(self._tokenizer, i):
                 yield piece
