@@ -86,12 +86,21 @@ def direct_logit_attribution(
     parts = decompose_resid(model, input_ids, heads=heads)
     W_U = model.unembedding.detach()  # [V, C]
     direction = W_U[token] - (W_U[other] if other is not None else 0)  # [C]
-    normalized = apply_ln(model, parts.stack[:, :, position], parts.scale[:, position])  # [K, B, C]
-    contributions = normalized @ direction  # [K, B]
-    bias = (model.ln_f.bias.detach() @ direction).expand(contributions.size(1))
+    T = input_ids.size(1)
+    contributions, bias = logit_contributions(model, parts, [position % T], direction[None])
     logits = parts.logits[:, position]  # [B, V]
     logit = logits[:, token] - (logits[:, other] if other is not None else 0)
-    return Attribution(parts.labels, contributions, bias, logit)
+    return Attribution(parts.labels, contributions[..., 0], bias.expand(contributions.size(1)), logit)
+
+
+def logit_contributions(
+    model, parts: Decomposition, positions: list[int], directions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each piece's direct contribution along a direction in the unembedding space at each position:
+    directions [P, C] (W_U[token], or a difference of two rows) at positions [P] give [K, B, P], and
+    the final LayerNorm's bias's share [P]."""
+    normalized = apply_ln(model, parts.stack[:, :, positions], parts.scale[:, positions])  # [K, B, P, C]
+    return (normalized * directions).sum(dim=-1), directions @ model.ln_f.bias.detach()
 
 
 def _token_id(token, tokenizer) -> int | None:

@@ -14,7 +14,8 @@ the decode rate it allows: weights' bytes / bandwidth); batch-1 greedy decode pe
 of a long prompt; batched greedy decode; beam search (4 beams by default); load time (and load +
 first forward pass, which reads every weight) and peak resident memory, in a fresh process each,
 from a warm file cache; how far bf16/fp16 logits and greedy tokens are from fp32; and minigpt2's
-activation patching sweep (every layer x 20 positions) against one forward pass per patch.
+activation patching sweep (every layer x 20 positions) against one forward pass per patch; and the
+explorer: writing a 40-token page (minigpt2 explore) against the plain generation, and its size.
 """
 
 from __future__ import annotations
@@ -32,19 +33,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing the package
 
-from make_checkpoint import write_checkpoint  # noqa: E402
+from make_checkpoint import (
+    train_tokenizer,  # noqa: E402
+    write_checkpoint,  # noqa: E402
+)
 from parity import reference_greedy  # noqa: E402
 from transformers import GPT2LMHeadModel  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
-from minigpt2 import GPT2  # noqa: E402
+from minigpt2 import GPT2, Tokenizer  # noqa: E402
 from minigpt2.checkpoint import OFFICIAL_REPOS  # noqa: E402
+from minigpt2.explore import explore  # noqa: E402
 from minigpt2.linear import linear, onednn_matmuls  # noqa: E402
-from minigpt2.quantize import Int8Weight  # noqa: E402
 from minigpt2.patching import activation_patching  # noqa: E402
+from minigpt2.quantize import Int8Weight  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-SECTIONS = ("decode", "prefill", "batched", "beam", "load", "patching")
+SECTIONS = ("decode", "prefill", "batched", "beam", "load", "patching", "explore")
+EXPLORED_TOKENS = 40  # the explorer page's generation
 PATCHED_TOKENS = 20  # the prompt of the activation patching sweep
 PROMPT_TOKENS = 8
 
@@ -207,6 +213,26 @@ def patching_runs(model, clean: torch.Tensor) -> dict:
     return {"batched sweep": sweep, "one forward per patch": one_forward_per_patch}
 
 
+def explore_runs(model, tokenizer, folder: Path) -> tuple[dict, int]:
+    """The plain greedy generation of EXPLORED_TOKENS, and the same generation written as an explorer
+    page; runs return the tokens generated. Also the page's size in bytes."""
+    options = dict(max_new_tokens=EXPLORED_TOKENS, min_new_tokens=EXPLORED_TOKENS)
+    ids = torch.tensor([tokenizer.encode("Once upon a time")], device=model.wte.weight.device)
+    sizes = []
+
+    def generate():
+        with torch.inference_mode():
+            model.generate(ids, eos_token_id=tokenizer.eos_token_id, **options)
+        return EXPLORED_TOKENS
+
+    def write_page():
+        sizes.append(explore(model, tokenizer, "Once upon a time", **options).save(folder / "page.html"))
+        return EXPLORED_TOKENS
+
+    write_page()
+    return {"generate": generate, "explore": write_page}, sizes[0]
+
+
 def prefill_runs(ours, reference, prompt) -> dict:
     def run(model):
         def forward():
@@ -289,6 +315,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as scratch:
         path = args.model or str(write_checkpoint(Path(scratch), shape="gpt2-medium"))
+        args.scratch = scratch
         results = measure(OFFICIAL_REPOS.get(path, path) if args.model else path, device, dtypes, args)
     results["model"] = args.model or "gpt2-medium shape (random values, official layout)"
     print_table(results)
@@ -351,9 +378,22 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
     if "patching" in sections:
         results["patching"] = median_rates(patching_runs(ours32, prompt(1, PATCHED_TOKENS)), args.rounds)
         results["patching"]["patches"] = ours32.config.n_layer * PATCHED_TOKENS
+    if "explore" in sections:
+        runs, size = explore_runs(ours32, tokenizer(path), Path(args.scratch))
+        results["explore"] = {**median_rates(runs, args.rounds), "page_bytes": size, "tokens": EXPLORED_TOKENS}
     if device.type == "cpu" and "load" in sections:
         results["load"] = {name: load_figures(path, name) for name in dtypes if name in ("float32", "bfloat16")}
     return results
+
+
+def tokenizer(path: str) -> Tokenizer:
+    """The checkpoint's tokenizer, or for one without (a random checkpoint) a small BPE trained here."""
+    try:
+        return Tokenizer.from_pretrained(path)
+    except (OSError, ValueError):
+        folder = Path(tempfile.mkdtemp())
+        train_tokenizer(folder, 1000)
+        return Tokenizer.from_pretrained(str(folder))
 
 
 def print_table(r: dict) -> None:
@@ -411,6 +451,13 @@ def print_table(r: dict) -> None:
         print(
             f"activation patching, resid_pre, {p['patches']} patches (every layer x {PATCHED_TOKENS} positions): "
             f"{batched:.1f} s batched, {plain:.1f} s with one forward pass per patch ({plain / batched:.1f}x)"
+        )
+    if "explore" in r:
+        e = r["explore"]
+        generate, page = e["tokens"] / e["generate"], e["tokens"] / e["explore"]
+        print(
+            f"explorer page, {e['tokens']} tokens: written in {page:.2f} s, {page / generate:.2f}x the plain "
+            f"generation ({generate:.2f} s); {e['page_bytes'] / 1e6:.2f} MB"
         )
     for name, load in r.get("load", {}).items():
         ours, theirs = load["minigpt2"], load["transformers"]

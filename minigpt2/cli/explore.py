@@ -1,0 +1,69 @@
+"""`minigpt2 explore PROMPT --output page.html`: one offline page to walk through a generation."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+
+from ..explore import check_writable, explore
+from .options import (
+    DEFAULT_PROMPT,
+    Parser,
+    add_control_options,
+    add_model_options,
+    add_sampling_options,
+    generation_options,
+    load,
+    positive_int,
+    status,
+)
+
+EXAMPLES = """examples:
+  minigpt2 explore "Once upon a time" --output page.html
+  minigpt2 explore "The capital of France is" --model gpt2 --max-new-tokens 10 --candidates 20
+  minigpt2 explore "Once upon a time" --do-sample --temperature 0.8 --seed 1 --output sampled.html
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="minigpt2 explore",
+        description="Generate from a prompt and write one self-contained HTML page (it opens from disk, with no "
+        "network) that walks through every step: the candidates and the token picked, each layer's and head's "
+        "attention, the logit lens, and each head's and MLP's direct contribution to the picked token.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("prompt", metavar="PROMPT", nargs="?", default=DEFAULT_PROMPT, help=f'(default: "{DEFAULT_PROMPT}")')
+    p.add_argument("--output", "-o", metavar="FILE", default="explore.html", help="the page (default: explore.html)")
+    p.add_argument(
+        "--candidates", metavar="K", type=positive_int, default=10, help="next tokens listed at each step (default: 10)"
+    )
+    add_model_options(p)
+    add_sampling_options(p)
+    add_control_options(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
+    check_writable(args.output)  # before a model is loaded
+    model, tokenizer = load(args)
+    numbers = itertools.count(1)
+
+    def progress(step):
+        if sys.stderr.isatty():
+            print(f"\rstep {next(numbers)}", end="", file=sys.stderr, flush=True)
+
+    exploration = explore(
+        model,
+        tokenizer,
+        args.prompt,
+        candidates=args.candidates,
+        model_name=args.model,
+        on_step=progress,
+        **generation_options(args, tokenizer),
+    )
+    status("\nreading attention, the logit lens and the attribution ...")
+    size = exploration.save(args.output)
+    print(f"wrote {args.output}: {exploration.steps} steps, {size / 1e6:.2f} MB")

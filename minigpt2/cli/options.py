@@ -1,0 +1,151 @@
+"""What the loop script and `minigpt2 explore` share: the model options, the generation options, their
+checks, and loading."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from ..model import GPT2
+from ..tokenizer import Tokenizer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEFAULT_NEW_TOKENS = 40
+DEFAULT_PROMPT = "Once upon a time"
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line on stderr, exit code 2, as for every other bad input
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _at_least(low, text: str, kind=int, what="a whole number"):
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        raise argparse.ArgumentTypeError(f"expected {what} of at least {low}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _at_least(1, text)
+
+
+def _non_negative_int(text: str) -> int:
+    return _at_least(0, text)
+
+
+def _non_negative_float(text: str) -> float:
+    return _at_least(0, text, float, "a number")  # temperature > 0 and top_p <= 1 are generate()'s checks
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        metavar="NAME_OR_PATH",
+        default="gpt2-medium",
+        help="official name (gpt2, gpt2-medium, ...), hub repo org/name, or local path",
+    )
+    p.add_argument("--revision", metavar="REV", help="hub branch, tag or commit to load (default: main)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument(
+        "--max-new-tokens", metavar="N", type=positive_int, help=f"tokens to add (default: {DEFAULT_NEW_TOKENS})"
+    )
+    length.add_argument("--max-length", metavar="N", type=positive_int, help="total length in tokens, prompt included")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' dtype (default: float32)")
+    p.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="store the projections and the LM head as int8 (about 2.8x fp32's decode speed on an AVX-512 CPU; "
+        "approximate)",
+    )
+    p.add_argument(
+        "--onednn",
+        action="store_true",
+        help="on the CPU in fp32, decode with oneDNN's matrix products: faster, rounded unlike transformers'",
+    )
+
+
+def add_sampling_options(p: argparse.ArgumentParser) -> None:
+    sampling = p.add_argument_group("sampling (default: greedy)")
+    sampling.add_argument("--do-sample", action="store_true", help="draw each token instead of taking the argmax")
+    sampling.add_argument(
+        "--temperature",
+        metavar="T",
+        type=_non_negative_float,
+        help="divide the scores by T before drawing (default: 1)",
+    )
+    sampling.add_argument(
+        "--top-k", metavar="K", type=_non_negative_int, help="draw from the K best (default: 50; 0: all)"
+    )
+    sampling.add_argument(
+        "--top-p",
+        metavar="P",
+        type=_non_negative_float,
+        help="draw from the smallest set with probability P (default: 1)",
+    )
+    sampling.add_argument("--seed", metavar="N", type=int, help="seed the draws, for the same text every run")
+
+
+def add_control_options(p: argparse.ArgumentParser) -> None:
+    controls = p.add_argument_group("repetition and stopping")
+    controls.add_argument(
+        "--repetition-penalty",
+        metavar="F",
+        type=_non_negative_float,
+        help="divide the scores of tokens already in the text by F (above 1 discourages them)",
+    )
+    controls.add_argument(
+        "--no-repeat-ngram-size", metavar="N", type=positive_int, help="never repeat a run of N tokens"
+    )
+    controls.add_argument("--min-new-tokens", metavar="N", type=_non_negative_int, help="hold eos back for N tokens")
+    controls.add_argument(
+        "--stop",
+        metavar="TEXT",
+        action="append",
+        help="stop a row once TEXT appears in what it generates (repeat for several)",
+    )
+
+
+def generation_options(args: argparse.Namespace, tokenizer: Tokenizer) -> dict:
+    """generate()'s keyword arguments from the options above (stop strings need tokenizer= too)."""
+    max_new_tokens = args.max_new_tokens
+    if args.max_length is None and max_new_tokens is None:
+        max_new_tokens = DEFAULT_NEW_TOKENS
+    return dict(
+        max_new_tokens=max_new_tokens,
+        max_length=args.max_length,
+        eos_token_id=tokenizer.eos_token_id,
+        do_sample=args.do_sample,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        min_new_tokens=args.min_new_tokens,
+        stop_strings=args.stop,
+    )
+
+
+def load(args: argparse.Namespace) -> tuple[GPT2, Tokenizer]:
+    started = time.perf_counter()
+    status(f"loading {args.model} ...")
+    tokenizer = Tokenizer.from_pretrained(args.model, revision=args.revision)
+    model = GPT2.from_pretrained(
+        args.model, device=args.device, dtype=DTYPES[args.dtype], revision=args.revision, quantize=args.quantize
+    )
+    status(f"loaded {model.num_params() / 1e6:.1f}M parameters in {time.perf_counter() - started:.1f}s; generating ...")
+    return model, tokenizer
+
+
+def status(message: str) -> None:
+    """Progress for a person watching; kept off stderr when it is a pipe, so errors stay one line."""
+    if sys.stderr.isatty():
+        print(message, file=sys.stderr)
