@@ -63,3 +63,35 @@ def test_compiled_decode_step_on_cuda(tiny_checkpoint, on_cpu, dtype):
     if dtype == torch.float32:
         assert torch.equal(compiled, gpu.generate(input_ids, **options))
     assert torch.equal(gpu.generate(input_ids, compile=True, **options), compiled)  # replayed: the same tokens
+
+
+def test_int8_on_cuda_stays_close_to_fp32(tiny_checkpoint, on_cpu):
+    """quantize="int8" on a GPU: int8 weights there, multiplied by the dequantizing product, eager and compiled."""
+    cpu, tokenizer = on_cpu
+    gpu = GPT2.from_pretrained(tiny_checkpoint, device="cuda", quantize="int8")
+    assert gpu.head.q.is_cuda and gpu.head.q.dtype == torch.int8 and gpu.h[0].attn.c_attn.weight.q.is_cuda
+    ids = torch.tensor([tokenizer.encode(PROMPTS[0])])
+    with torch.no_grad():
+        exact, approx = cpu(ids), gpu(ids.cuda()).cpu()
+    relative = ((approx - exact).abs().max() / (exact.max() - exact.min())).item()
+    top1 = (approx.argmax(-1) == exact.argmax(-1)).float().mean().item()
+    print(f"\ncuda int8 vs cpu fp32: {relative:.2%} of the logit range, top-1 agreement {top1:.0%}")
+    assert relative < 0.05 and top1 >= 0.85
+    eager = gpu.generate(ids.cuda(), max_new_tokens=20)
+    compiled = gpu.generate(ids.cuda(), max_new_tokens=20, compile=True)
+    agree = (eager == compiled).float().mean().item()
+    print(f"cuda int8 compiled vs eager greedy tokens: {agree:.0%} the same")
+    assert compiled.shape == eager.shape and agree >= 0.85
+
+
+def test_explore_on_cuda_shows_the_cpu_numbers(tiny_checkpoint, on_cpu):
+    from minigpt2.explore import explore
+
+    cpu, tokenizer = on_cpu
+    gpu = GPT2.from_pretrained(tiny_checkpoint, device="cuda")
+    on_gpu, on_host = (explore(m, tokenizer, PROMPTS[0], max_new_tokens=8) for m in (gpu, cpu))
+    assert on_gpu.tokens == on_host.tokens
+    for name in ("candidate_probs", "patterns", "lens_probs", "attribution"):
+        difference = (getattr(on_gpu, name) - getattr(on_host, name)).abs().max().item()
+        print(f"explore on cuda vs cpu, {name}: {difference:.1e}")
+        assert difference < 1e-3
