@@ -49,7 +49,13 @@ class CheckpointError(ValueError):
 
 
 def load_model(
-    name_or_path: str, *, device=None, dtype=None, revision: str | None = None, quantize: str | None = None
+    name_or_path: str,
+    *,
+    device=None,
+    dtype=None,
+    revision: str | None = None,
+    quantize: str | None = None,
+    contiguous: bool = False,
 ) -> GPT2:
     """Build the model on the meta device (no memory, no random init) and attach the checkpoint's tensors."""
     device = check_device(device)
@@ -58,7 +64,8 @@ def load_model(
     files = weight_files(name_or_path, revision)
     with torch.device("meta"):
         model = GPT2(config)
-    state = read_weights(files, device=device, dtype=dtype, tied=config.tie_word_embeddings, quantize=quantize)
+    tied = config.tie_word_embeddings
+    state = read_weights(files, device=device, dtype=dtype, tied=tied, quantize=quantize, contiguous=contiguous)
     _check_tensors(model, state, files[0] if len(files) == 1 else files[0].parent)
     int8 = {name: state.pop(name) for name in list(state) if isinstance(state[name], quantization.Int8Weight)}
     model.load_state_dict(state, assign=True, strict=not int8)  # names and shapes are checked above
@@ -189,7 +196,13 @@ def read_config(path: Path) -> GPT2Config:
 
 
 def read_weights(
-    paths: list[Path], *, device=None, dtype=None, tied: bool = True, quantize: str | None = None
+    paths: list[Path],
+    *,
+    device=None,
+    dtype=None,
+    tied: bool = True,
+    quantize: str | None = None,
+    contiguous: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint's file(s) under minigpt2's names, on `device` in `dtype` (None: as stored).
 
@@ -201,13 +214,14 @@ def read_weights(
     tied: the LM head is the token embedding, so a stored lm_head.weight is left unread.
     quantize="int8": each projection weight becomes an Int8Weight as it is read, from its own mapping
     of the file, so that no more than one fp32 projection is ever held.
+    contiguous=True: every tensor is copied, so fp32 projections are written [out, in] in order too.
     """
     device = torch.device(device or "cpu")
     state = {}
     for path in paths:
         # A file that is copied is read through one mapping per tensor, so that its pages leave
         # memory as each tensor is copied, and the peak stays near the copies' size.
-        copying = _copied(_stored_dtype(path), dtype, device, quantize)
+        copying = contiguous or _copied(_stored_dtype(path), dtype, device, quantize)
         for name, tensor in _read_tensors(path, one_mapping_per_tensor=copying):
             name = _minigpt2_name(name, tied)
             if name is None:
@@ -217,7 +231,7 @@ def read_weights(
                 if quantize is not None:
                     state[name] = quantization.Int8Weight(tensor).to(device)
                     continue
-            copy = _copied(tensor.dtype, dtype, device, quantize)
+            copy = contiguous or _copied(tensor.dtype, dtype, device, quantize)
             state[name] = tensor.to(device=device, dtype=dtype, memory_format=torch.contiguous_format, copy=copy)
     return state
 

@@ -286,13 +286,24 @@ class GPT2(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str, *, device=None, dtype=None, revision: str | None = None, quantize: str | None = None
+        cls,
+        name_or_path: str,
+        *,
+        device=None,
+        dtype=None,
+        revision: str | None = None,
+        quantize: str | None = None,
+        contiguous: bool = False,
     ) -> GPT2:
         """Load an official checkpoint by name ("gpt2-medium"), a hub repo ("org/name"), or a local path.
-        quantize="int8": the projections and the LM head as int8 (minigpt2/quantize.py); opt-in, approximate."""
+        quantize="int8": the projections and the LM head as int8 (minigpt2/quantize.py); opt-in, approximate.
+        contiguous=True: copy fp32 projections to [out, in] in order instead of viewing the file's mapping
+        (slower to load, held in RAM), the layout oneDNN reads fastest inside onednn_matmuls()."""
         from .checkpoint import load_model  # here, not at the top: checkpoint.py imports this module
 
-        return load_model(name_or_path, device=device, dtype=dtype, revision=revision, quantize=quantize)
+        return load_model(
+            name_or_path, device=device, dtype=dtype, revision=revision, quantize=quantize, contiguous=contiguous
+        )
 
     def forward(
         self,

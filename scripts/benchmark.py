@@ -33,11 +33,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing the package
 
-from make_checkpoint import (
-    train_tokenizer,  # noqa: E402
-    write_checkpoint,  # noqa: E402
-)
+import llama_peer  # noqa: E402
+from make_checkpoint import train_tokenizer, write_checkpoint  # noqa: E402
 from parity import reference_greedy  # noqa: E402
+from read_bandwidth import c_read_probe  # noqa: E402
 from transformers import GPT2LMHeadModel  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
@@ -100,22 +99,26 @@ def sync():
 
 
 def weight_bytes(model) -> int:
-    """The bytes a decode step reads: every parameter, or for quantize="int8" the int8 projections and LM
-    head with their scales, and the rest but the token embedding (of which only rows are looked up)."""
+    """The bytes a decode step reads: every parameter but the position embedding (one row of it), or for
+    quantize="int8" the int8 projections and LM head with their scales, and the rest but the two
+    embeddings (of which only rows are looked up)."""
     if model.head is None:
-        return sum(p.numel() * p.element_size() for p in model.parameters())
-    rest = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if n != "wte.weight")
+        return sum(p.numel() * p.element_size() for n, p in model.named_parameters() if n != "wpe.weight")
+    rest = sum(
+        p.numel() * p.element_size() for n, p in model.named_parameters() if n not in ("wte.weight", "wpe.weight")
+    )
     int8 = [model.head, *(m.weight for m in model.modules() if isinstance(getattr(m, "weight", None), Int8Weight))]
     return rest + sum(w.q.numel() + 4 * w.scale.numel() for w in int8)
 
 
-def bandwidth_probes(n_bytes: int, device) -> dict:
-    """Runs for median_rates that read an fp32 matrix of n_bytes once and return the bytes read.
+def bandwidth_probes(n_bytes: int, device) -> tuple[dict, str | None]:
+    """Runs for median_rates that read an fp32 matrix of n_bytes once and return the bytes read, and why
+    the C probe is missing (or None).
 
+    "C read loop" (the CPU): a threaded C loop that only reads (read_bandwidth.py), the honest bound;
     "mv": torch.mv, the matrix-vector product the bound is usually probed with; "linear":
     minigpt2's product with oneDNN allowed (on the CPU; elsewhere the default), on a matrix in the
-    order it reads fastest; "sum": a plain reduction, reading and nothing else. The bound is the
-    fastest of the three.
+    order it reads fastest; "sum": a plain reduction. The bound is the fastest of them.
     """
     columns = 1024
     matrix = torch.randn(n_bytes // 4 // columns, columns, device=device)
@@ -130,11 +133,17 @@ def bandwidth_probes(n_bytes: int, device) -> dict:
 
         return run
 
-    return {
+    probes = {
         "mv": probe(lambda: torch.mv(matrix, vector)),
         "linear": probe(lambda: linear(vector[None], matrix)),
         "sum": probe(matrix.sum),
     }
+    why_not = "on the GPU, torch's probes" if device.type != "cpu" else None
+    if device.type == "cpu":
+        c_loop, why_not = c_read_probe(n_bytes, torch.get_num_threads())
+        if c_loop is not None:
+            probes["C read loop"] = c_loop
+    return probes, why_not
 
 
 def decode_runs(ours, reference, prompt, new_tokens: int, *, onednn=False, compile=False) -> dict:
@@ -267,24 +276,45 @@ def load_figures(path: str, dtype: str) -> dict:
     return figures
 
 
-def deviation(ours32, approx, prompt, new_tokens: int, *, onednn: bool = False) -> dict:
-    """How far `approx` (a lower precision, or oneDNN's rounding) is from minigpt2's default fp32:
-    max logit difference relative to the largest logit, and greedy tokens."""
-    with torch.inference_mode():
-        exact = ours32(prompt)
-        with onednn_matmuls(onednn):
-            approx_logits = approx(prompt).float()
-    relative = ((approx_logits - exact).abs().max() / exact.abs().max()).item()
-    exact_tokens = ours32.generate(prompt, max_new_tokens=new_tokens)[0, prompt.size(1) :]
-    with onednn_matmuls(onednn):
-        approx_tokens = approx.generate(prompt, max_new_tokens=new_tokens)[0, prompt.size(1) :]
-    differ = (exact_tokens != approx_tokens).nonzero()
+def deviation(exact_logits, approx_logits, exact_tokens: list[int], approx_tokens: list[int]) -> dict:
+    """How far an approximation is from its exact model, as issue 13 asks: the largest logit difference
+    relative to the exact logits' range, top-1 agreement over every position, and how many greedy
+    tokens agree before the first that differs."""
+    exact_logits, approx_logits = exact_logits.float(), approx_logits.float()
+    relative = ((approx_logits - exact_logits).abs().max() / (exact_logits.max() - exact_logits.min())).item()
+    top1 = (approx_logits.argmax(-1) == exact_logits.argmax(-1)).float().mean().item()
+    match = next(
+        (i for i, (a, b) in enumerate(zip(exact_tokens, approx_tokens, strict=True)) if a != b), len(exact_tokens)
+    )
     return {
-        "max_logit_difference_relative": relative,
-        "greedy_tokens_identical": differ.numel() == 0,
-        "first_different_token": None if differ.numel() == 0 else int(differ[0]),
-        "tokens_compared": new_tokens,
+        "max_logit_difference_of_range": relative,
+        "top1_agreement": top1,
+        "greedy_match_length": match,
+        "tokens_compared": len(exact_tokens),
     }
+
+
+def minigpt2_deviation(exact, approx, prompt, new_tokens: int, *, onednn: bool = False) -> dict:
+    """`approx` (a lower precision, int8, or oneDNN's rounding) against minigpt2's default fp32: logits over
+    the prompt and fp32's greedy continuation, and greedy tokens from the prompt."""
+    with torch.inference_mode():
+        exact_tokens = exact.generate(prompt, max_new_tokens=new_tokens)
+        with onednn_matmuls(onednn):
+            approx_tokens = approx.generate(prompt, max_new_tokens=new_tokens)[0, prompt.size(1) :].tolist()
+            approx_logits = approx(exact_tokens)[0]
+        exact_logits = exact(exact_tokens)[0]
+    return deviation(exact_logits, approx_logits, exact_tokens[0, prompt.size(1) :].tolist(), approx_tokens)
+
+
+def llama_deviation(files: dict, kind: str, prompt, new_tokens: int, threads: int) -> dict:
+    """llama.cpp's `kind` (Q8_0, BF16) against its own F32 on the same checkpoint, measured as for minigpt2."""
+    exact, approx = (llama_peer.Peer(files[k], threads, logits_all=True) for k in ("f32", kind))
+    ids = prompt[0].tolist()
+    exact_tokens = exact.greedy(ids, new_tokens)
+    sequence = ids + exact_tokens
+    figures = deviation(exact.logits(sequence), approx.logits(sequence), exact_tokens, approx.greedy(ids, new_tokens))
+    del exact, approx
+    return figures
 
 
 def main(argv=None) -> int:
@@ -303,6 +333,7 @@ def main(argv=None) -> int:
     parser.add_argument("--beams", type=int, default=4, help="beams for the beam search figure (default: 4)")
     parser.add_argument("--compare-tokens", type=int, default=100, help="greedy tokens compared across dtypes")
     parser.add_argument("--compile", action="store_true", help="also decode with generate(compile=True)")
+    parser.add_argument("--no-llama", action="store_true", help="leave llama.cpp out even when it is installed")
     parser.add_argument(
         "--sections",
         default=",".join(SECTIONS),
@@ -337,48 +368,26 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
     def prompt(batch, length):
         return torch.randint(0, vocab - 1, (batch, length), generator=generator).to(device)
 
-    probe_bytes = weight_bytes(ours32)
-    probes = bandwidth_probes(probe_bytes, device)  # timed in the same rounds as the decodes they bound
     sections = args.sections
-    results["weight_bytes"] = {}
-    for name in dtypes:
-        dtype = DTYPES.get(name, torch.float32)  # int8: quantized projections, the rest fp32
-        ours = GPT2.from_pretrained(path, device=device, dtype=dtype, quantize="int8" if name == "int8" else None)
-        reference = GPT2LMHeadModel.from_pretrained(path, dtype=dtype).to(device).eval()  # int8: against fp32
-        results["weight_bytes"][name] = weight_bytes(ours)
-        onednn = name == "float32" and device.type == "cpu"  # the only place oneDNN's products are used
-        if "decode" in sections:
-            runs = decode_runs(
-                ours, reference, prompt(1, PROMPT_TOKENS), args.new_tokens, onednn=onednn, compile=args.compile
-            )
-            rates = median_rates({**runs, **probes}, args.rounds)
-            probed = {probe: rates.pop(probe) for probe in probes}
-            bandwidth = max(probed.values())
-            results.setdefault("bandwidth_bytes_per_s", bandwidth)  # the first dtype's rounds
-            results["decode"][name] = {
-                **rates,
-                "bound": bandwidth / weight_bytes(ours),
-                "bandwidth_bytes_per_s": bandwidth,
-                "probes_bytes_per_s": probed,
-            }
-            compared = prompt(1, PROMPT_TOKENS), args.compare_tokens
-            if onednn:
-                results["decode"][name]["deviation_onednn"] = deviation(ours32, ours32, *compared, onednn=True)
-            if name != "float32":
-                results["decode"][name]["deviation"] = deviation(ours32, ours, *compared)
-        if name == "float32" and "prefill" in sections:
-            long_prompt = prompt(1, min(args.prefill, ours.config.n_positions))
-            results["prefill"] = median_rates(prefill_runs(ours, reference, long_prompt), args.rounds)
-            results["prefill"]["tokens"] = long_prompt.size(1)
-        if name == "float32" and "batched" in sections:
-            results["batched"] = {}
-            for batch in (int(b) for b in args.batch_sizes.split(",")):
-                runs = decode_runs(ours, reference, prompt(batch, PROMPT_TOKENS), args.new_tokens // 2, onednn=onednn)
-                results["batched"][batch] = median_rates(runs, args.rounds)
-        if name == "float32" and "beam" in sections:
-            runs = beam_runs(ours, reference, prompt(1, PROMPT_TOKENS), args.new_tokens // 2, args.beams, onednn=onednn)
-            results["beam"] = {**median_rates(runs, args.rounds), "num_beams": args.beams}
-        del ours, reference
+    results["weight_bytes"] = {"float32": weight_bytes(ours32)}
+    if "decode" in sections:
+        results |= decode_figures(path, ours32, dtypes, prompt(1, PROMPT_TOKENS), prompt(1, PROMPT_TOKENS), args)
+    fp32_sections = {"prefill", "batched", "beam"} & sections
+    reference = GPT2LMHeadModel.from_pretrained(path).to(device).eval() if fp32_sections else None
+    onednn = device.type == "cpu"  # oneDNN's products are a CPU path
+    if "prefill" in sections:
+        long_prompt = prompt(1, min(args.prefill, ours32.config.n_positions))
+        results["prefill"] = median_rates(prefill_runs(ours32, reference, long_prompt), args.rounds)
+        results["prefill"]["tokens"] = long_prompt.size(1)
+    if "batched" in sections:
+        results["batched"] = {}
+        for batch in (int(b) for b in args.batch_sizes.split(",")):
+            runs = decode_runs(ours32, reference, prompt(batch, PROMPT_TOKENS), args.new_tokens // 2, onednn=onednn)
+            results["batched"][batch] = median_rates(runs, args.rounds)
+    if "beam" in sections:
+        runs = beam_runs(ours32, reference, prompt(1, PROMPT_TOKENS), args.new_tokens // 2, args.beams, onednn=onednn)
+        results["beam"] = {**median_rates(runs, args.rounds), "num_beams": args.beams}
+    del reference
     if "patching" in sections:
         results["patching"] = median_rates(patching_runs(ours32, prompt(1, PATCHED_TOKENS)), args.rounds)
         results["patching"]["patches"] = ours32.config.n_layer * PATCHED_TOKENS
@@ -388,6 +397,63 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
     if device.type == "cpu" and "load" in sections:
         results["load"] = {name: load_figures(path, name) for name in dtypes if name in ("float32", "bfloat16")}
     return results
+
+
+def decode_figures(path: str, ours32, dtypes: list[str], decode_prompt, compare_prompt, args) -> dict:
+    """Batch-1 greedy decode of every dtype, transformers, llama.cpp's GGUFs and the bandwidth probes, all
+    timed in the same rounds; each decode's bound for its bytes per token; and the deviations."""
+    device = ours32.wte.weight.device
+    threads = torch.get_num_threads()
+    probes, probe_note = bandwidth_probes(weight_bytes(ours32), device)
+    models, references, runs = {}, {}, {}
+    for name in dtypes:
+        dtype = DTYPES.get(name, torch.float32)  # int8: quantized projections, the rest fp32
+        quantize = "int8" if name == "int8" else None
+        models[name] = (
+            ours32 if name == "float32" else GPT2.from_pretrained(path, device=device, dtype=dtype, quantize=quantize)
+        )
+        theirs = "float32" if name == "int8" else name  # transformers has no int8: the int8 row compares with fp32
+        if theirs not in references:
+            references[theirs] = GPT2LMHeadModel.from_pretrained(path, dtype=DTYPES[theirs]).to(device).eval()
+        onednn = name == "float32" and device.type == "cpu"  # the only place oneDNN's products are used
+        for variant, run in decode_runs(
+            models[name], references[theirs], decode_prompt, args.new_tokens, onednn=onednn, compile=args.compile
+        ).items():
+            runs[("transformers", theirs) if variant == "transformers" else (name, variant)] = run
+    peer_note = llama_peer.missing() if device.type == "cpu" else "llama.cpp runs on the CPU here"
+    files, peers = {}, {}
+    if peer_note is None and not args.no_llama:
+        files = llama_peer.write_ggufs(path, Path(args.scratch))
+        peers = {kind: llama_peer.Peer(file, threads) for kind, file in files.items()}
+        runs |= {("llama.cpp", kind): peer.run(decode_prompt, args.new_tokens) for kind, peer in peers.items()}
+    rates = median_rates({**runs, **{("probe", name): run for name, run in probes.items()}}, args.rounds)
+    probed = {name: rates[("probe", name)] for name in probes}
+    bandwidth = max(probed.values())
+    figures = {"bandwidth_bytes_per_s": bandwidth, "probes_bytes_per_s": probed, "probe_note": probe_note}
+    figures["decode"], figures["weight_bytes"] = {}, {}
+    for name, model in models.items():
+        theirs = "float32" if name == "int8" else name
+        row = {variant: rate for (which, variant), rate in rates.items() if which == name}
+        row["transformers"] = rates[("transformers", theirs)]
+        figures["weight_bytes"][name] = weight_bytes(model)
+        figures["decode"][name] = {**row, "bound": bandwidth / weight_bytes(model)}
+        compared = compare_prompt, args.compare_tokens
+        if name != "float32":
+            figures["decode"][name]["deviation"] = minigpt2_deviation(ours32, model, *compared)
+        elif device.type == "cpu":
+            figures["decode"][name]["deviation_onednn"] = minigpt2_deviation(ours32, ours32, *compared, onednn=True)
+    figures["llama.cpp"] = {"note": peer_note or ("left out (--no-llama)" if args.no_llama else None)}
+    del peers
+    for kind, file in files.items():
+        gguf_bytes = llama_peer.tensor_bytes(file)
+        figures["llama.cpp"][kind] = {
+            "tokens_per_s": rates[("llama.cpp", kind)],
+            "weight_bytes": gguf_bytes,
+            "bound": bandwidth / gguf_bytes,
+        }
+        if kind != "f32":
+            figures["llama.cpp"][kind]["deviation"] = llama_deviation(files, kind, *compared, threads)
+    return figures
 
 
 def tokenizer(path: str) -> Tokenizer:
@@ -420,12 +486,28 @@ def print_table(r: dict) -> None:
 
     for name, d in r["decode"].items():
         rows(f"decode tok/s, batch 1, {name}", d, d["bound"])
-    for name, d in r["decode"].items():
-        probes = ", ".join(f"{probe} {rate / gb:.1f}" for probe, rate in d["probes_bytes_per_s"].items())
+    llama = r.get("llama.cpp", {})
+    for kind in llama_peer.GGUF_TYPES:
+        if kind in llama:
+            fp32 = r["decode"]["float32"]["transformers"] if "float32" in r["decode"] else float("nan")
+            row(f"llama.cpp {kind.upper()}", llama[kind]["tokens_per_s"], fp32, llama[kind]["bound"])
+    if llama.get("note"):
+        print(f"  {llama['note']}")
+    if r["decode"]:
+        probes = ", ".join(f"{probe} {rate / gb:.1f}" for probe, rate in r["probes_bytes_per_s"].items())
         print(
-            f"  bound for {name}: {d['bound']:.2f} tok/s ({r['weight_bytes'][name] / gb:.2f} GB of weights at "
-            f"{d['bandwidth_bytes_per_s'] / gb:.1f} GB/s, the fastest probe in the same rounds: {probes} GB/s)"
+            f"  bound: bytes per token / {r['bandwidth_bytes_per_s'] / gb:.1f} GB/s, the fastest read in the same "
+            f"rounds ({probes} GB/s){'; ' + r['probe_note'] if r.get('probe_note') else ''}; transformers' column: "
+            "fp32 for the int8 and llama.cpp rows"
         )
+        sizes = [f"{name} {r['weight_bytes'][name] / gb:.2f}" for name in r["decode"]]
+        sizes += [
+            f"llama.cpp {kind.upper()} {llama[kind]['weight_bytes'] / gb:.2f}"
+            for kind in llama_peer.GGUF_TYPES
+            if kind in llama
+        ]
+        print(f"  GB read per token: {', '.join(sizes)}")
+    print_targets(r)
     if "prefill" in r:
         p = r["prefill"]
         row(f"prefill tok/s, {p['tokens']} tokens, fp32", p["minigpt2"], p["transformers"])
@@ -476,16 +558,40 @@ def print_table(r: dict) -> None:
                 f"  {phase.replace('_', ' ')}: {ours[phase] / gb:.2f} GB vs {theirs[phase] / gb:.2f} GB "
                 f"({ours[phase] / weights:.2f}x vs {theirs[phase] / weights:.2f}x the {name} weights)"
             )
-    for name, d in r["decode"].items():
-        for key, what in (("deviation", name), ("deviation_onednn", f"{name} with oneDNN")):
-            if key in d:
-                dev = d[key]
-                first_different = dev["first_different_token"]
-                same = "identical" if dev["greedy_tokens_identical"] else f"differ from token {first_different}"
-                print(
-                    f"{what} vs float32: max logit difference {dev['max_logit_difference_relative']:.1e} of the "
-                    f"largest logit; greedy tokens over {dev['tokens_compared']}: {same}"
-                )
+    deviations = [
+        (f"minigpt2 {what} vs minigpt2 float32", d[key])
+        for name, d in r["decode"].items()
+        for key, what in (("deviation", name), ("deviation_onednn", f"{name} with oneDNN"))
+        if key in d
+    ]
+    deviations += [
+        (f"llama.cpp {kind.upper()} vs llama.cpp F32", figures["deviation"])
+        for kind, figures in r.get("llama.cpp", {}).items()
+        if isinstance(figures, dict) and "deviation" in figures
+    ]
+    for what, dev in deviations:
+        print(
+            f"{what}: max logit difference {dev['max_logit_difference_of_range']:.2%} of the logit range, top-1 "
+            f"agreement {dev['top1_agreement']:.1%}, greedy tokens the same for {dev['greedy_match_length']} of "
+            f"{dev['tokens_compared']}"
+        )
+
+
+def print_targets(r: dict) -> None:
+    """Issue 13's targets, met or not, on this run's figures."""
+    llama, decode = r.get("llama.cpp", {}), r["decode"]
+    checks = []
+    if "int8" in decode and "q8_0" in llama:
+        checks.append(("int8 vs llama.cpp Q8_0", decode["int8"]["minigpt2"] / llama["q8_0"]["tokens_per_s"], 1.0))
+    if "int8" in decode:
+        checks.append(("int8 of its bound", decode["int8"]["minigpt2"] / decode["int8"]["bound"], 0.6))
+    if "float32" in decode and "f32" in llama and "minigpt2 oneDNN" in decode["float32"]:
+        fast = decode["float32"]["minigpt2 oneDNN"]
+        checks.append(("fp32 with onednn_matmuls() vs llama.cpp F32", fast / llama["f32"]["tokens_per_s"], 0.9))
+    if "bfloat16" in decode and "bf16" in llama:
+        checks.append(("bf16 vs llama.cpp BF16", decode["bfloat16"]["minigpt2"] / llama["bf16"]["tokens_per_s"], 0.9))
+    for what, value, target in checks:
+        print(f"  target {what}: {value:.2f} (at least {target:.2f}: {'met' if value >= target else 'not met'})")
 
 
 if __name__ == "__main__":

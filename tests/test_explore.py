@@ -144,7 +144,7 @@ def test_cli_writes_the_page(tiny_checkpoint, tmp_path):
     "args, message",
     [
         (["-o", "{tmp}/missing/page.html"], "the folder {tmp}/missing does not exist"),
-        (["-o", "{tmp}"], "is a folder; give the page a file name"),
+        (["-o", "{tmp}"], "is a folder; give a file name in it"),
         (["--num-beams", "2"], "unrecognized arguments: --num-beams"),
         (["--max-new-tokens", "0"], "expected a whole number of at least 1"),
         (["--candidates", "x"], "expected a whole number of at least 1"),

@@ -1,5 +1,5 @@
-"""The `minigpt2` command: the loop script (generate.py), `minigpt2 explore` (explore.py) and
-`minigpt2 parity` (scripts/parity.py). Every failure the user can fix is one line on stderr."""
+"""The `minigpt2` command: the loop script (generate.py), `minigpt2 explore` (explore.py), `minigpt2 export`
+(export.py) and `minigpt2 parity` (scripts/parity.py). Every failure the user can fix is one line on stderr."""
 
 from __future__ import annotations
 
@@ -12,16 +12,21 @@ from huggingface_hub.utils import logging as hf_logging
 
 from ..checkpoint import CheckpointError
 from ..linear import onednn_matmuls
-from . import explore, generate
+from . import explore, export, generate
+
+SUBCOMMANDS = {"explore": explore, "export": export}
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # `minigpt2 parity MODEL`, `minigpt2 explore PROMPT`; to continue the word itself, write `minigpt2 -- parity`
+    # `minigpt2 parity MODEL`, `minigpt2 explore PROMPT`, ...; to continue the word itself: `minigpt2 -- parity`
     if argv[:1] == ["parity"]:
         return _parity(argv[1:])
-    command, prog = (explore, "minigpt2 explore") if argv[:1] == ["explore"] else (generate, "minigpt2")
-    args = command.build_parser().parse_args(argv[1:] if command is explore else argv)
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        command, prog, argv = SUBCOMMANDS[argv[0]], f"minigpt2 {argv[0]}", argv[1:]
+    else:
+        command, prog = generate, "minigpt2"
+    args = command.build_parser().parse_args(argv)
     hf_logging.set_verbosity_error()  # the hub's retry warnings would bury the one line that explains a failure
     try:
         with onednn_matmuls(args.onednn):
@@ -29,7 +34,7 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # the reader stopped early (| head): stop quietly, as a command killed by SIGPIPE
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit flush does not fail
         return 141
-    except (CheckpointError, ValueError, OSError) as e:
+    except (CheckpointError, ValueError, OSError, ImportError) as e:
         print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

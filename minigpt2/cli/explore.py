@@ -6,7 +6,8 @@ import argparse
 import itertools
 import sys
 
-from ..explore import check_writable, explore
+from ..explore import explore
+from ..output import check_writable
 from .options import (
     DEFAULT_PROMPT,
     Parser,

@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   minigpt2 "Q: What is GPT-2? A:" --repetition-penalty 1.3 --stop "Q:" --stop "\n\n"
   minigpt2 parity gpt2-medium          (compare with transformers: python scripts/parity.py --help)
   minigpt2 explore "Once upon a time"  (a page to walk through the steps: minigpt2 explore --help)
+  minigpt2 export gpt2 --gguf gpt2.gguf (for llama.cpp: minigpt2 export --help)
 """
 
 

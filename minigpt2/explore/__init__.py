@@ -19,15 +19,14 @@ numbers the same as when the loop computed them, up to rounding.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from ..attribution import decompose_resid, logit_contributions
 from ..generation import run_to_end
 from ..internals import run_with_cache
+from ..output import check_writable, write_atomically
 
 LENS_ROWS = 512  # positions x layers unembedded at once for the logit lens: about 100 MB of logits for GPT-2
 
@@ -67,24 +66,7 @@ class Exploration:
     def save(self, path) -> int:
         """Write the page to path (atomically: a reader never sees half a page); returns its size in bytes."""
         data = self.html().encode()
-        path = Path(path)
-        check_writable(path)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_bytes(data)
-        os.replace(partial, path)
-        return len(data)
-
-
-def check_writable(path) -> None:
-    """Refuse an output path that cannot be written, in one line, before any work is done."""
-    path = Path(path)
-    folder = path.parent
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder; give the page a file name, such as {path / 'page.html'}")
-    if not folder.is_dir():
-        raise ValueError(f"cannot write {path}: the folder {folder} does not exist; create it or choose another path")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ValueError(f"cannot write {path}: permission denied; choose a path you can write")
+        return write_atomically(path, lambda partial: partial.write_bytes(data))
 
 
 def explore(

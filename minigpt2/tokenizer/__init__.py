@@ -48,7 +48,7 @@ class Tokenizer:
         if files.tokenizer_json is None:
             vocab, merges = files.vocab, files.merges
         else:
-            vocab, merges = _gpt2_byte_level(files.tokenizer_json) or (None, None)
+            vocab, merges = gpt2_byte_level(files.tokenizer_json) or (None, None)
         if vocab is not None:
             # Named special tokens are matched in text too (transformers registers them as added tokens).
             added = files.added + [
@@ -129,7 +129,7 @@ class Tokenizer:
         return [i for i in ids if i < self.vocab_size and not (skip_special_tokens and i in self.special_ids)]
 
 
-def _gpt2_byte_level(tokenizer_json: dict) -> tuple[dict[str, int], list[tuple[str, str]]] | None:
+def gpt2_byte_level(tokenizer_json: dict) -> tuple[dict[str, int], list[tuple[str, str]]] | None:
     """(vocab, merges) when the tokenizer.json is GPT-2's byte-level BPE, step for step; else None."""
     model = tokenizer_json.get("model") or {}
     pre = tokenizer_json.get("pre_tokenizer") or {}
