@@ -60,10 +60,10 @@ import sys, time, torch
 def rss(field):
     return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(field))
 which, path, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
-if which == "minigpt2":
+if which.startswith("minigpt2"):
     from minigpt2 import GPT2
     import minigpt2.checkpoint  # imported lazily by from_pretrained; transformers imports its loaders up front
-    load = lambda: GPT2.from_pretrained(path, dtype=dtype)
+    load = lambda: GPT2.from_pretrained(path, dtype=dtype, contiguous=which.endswith("contiguous"))
 else:
     from transformers import GPT2LMHeadModel
     load = lambda: GPT2LMHeadModel.from_pretrained(path, dtype=dtype)
@@ -146,14 +146,15 @@ def bandwidth_probes(n_bytes: int, device) -> tuple[dict, str | None]:
     return probes, why_not
 
 
-def decode_runs(ours, reference, prompt, new_tokens: int, *, onednn=False, compile=False) -> dict:
+def decode_runs(ours, reference, prompt, new_tokens: int, *, fast=None, compile=False) -> dict:
     """Greedy generation of exactly new_tokens per row by both, and by minigpt2's opt-in fast paths
-    if asked; each run returns the tokens made. The first run, a warm-up, is where compiling happens."""
+    if asked (fast: the model to run inside onednn_matmuls()); each run returns the tokens made.
+    The first run, a warm-up, is where compiling happens."""
 
-    def ours_run(onednn=False, **options):
+    def ours_run(model=ours, onednn=False, **options):
         def run():
             with onednn_matmuls(onednn):
-                return ours.generate(prompt, max_new_tokens=new_tokens, **options).numel() - prompt.numel()
+                return model.generate(prompt, max_new_tokens=new_tokens, **options).numel() - prompt.numel()
 
         return run
 
@@ -161,8 +162,8 @@ def decode_runs(ours, reference, prompt, new_tokens: int, *, onednn=False, compi
         "minigpt2": ours_run(),
         "transformers": lambda: reference_greedy(reference, prompt, new_tokens).numel() - prompt.numel(),
     }
-    if onednn:
-        runs["minigpt2 oneDNN"] = ours_run(onednn=True)
+    if fast is not None:
+        runs["minigpt2 oneDNN"] = ours_run(fast, onednn=True)
     if compile:
         try:
             ours.generate(prompt, max_new_tokens=2, compile=True)  # compiles once, for the whole context
@@ -172,16 +173,16 @@ def decode_runs(ours, reference, prompt, new_tokens: int, *, onednn=False, compi
     return runs
 
 
-def beam_runs(ours, reference, prompt, new_tokens: int, num_beams: int, *, onednn=False) -> dict:
+def beam_runs(ours, reference, prompt, new_tokens: int, num_beams: int, *, fast=None) -> dict:
     """Beam search adding exactly new_tokens to each prompt (eos held back) by both, and by minigpt2 with
-    oneDNN if asked; runs return the tokens added."""
+    oneDNN if asked (fast: the model to run so); runs return the tokens added."""
     eos = ours.config.eos_token_id
     options = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=num_beams, eos_token_id=eos)
 
-    def ours_run(onednn=False):
+    def ours_run(model=ours, onednn=False):
         def run():
             with onednn_matmuls(onednn):
-                return ours.generate(prompt, **options)[:, prompt.size(1) :].numel()
+                return model.generate(prompt, **options)[:, prompt.size(1) :].numel()
 
         return run
 
@@ -191,8 +192,8 @@ def beam_runs(ours, reference, prompt, new_tokens: int, num_beams: int, *, onedn
         return out[:, prompt.size(1) :].numel()
 
     runs = {"minigpt2": ours_run(), "transformers": theirs_run}
-    if onednn:
-        runs["minigpt2 oneDNN"] = ours_run(onednn=True)
+    if fast is not None:
+        runs["minigpt2 oneDNN"] = ours_run(fast, onednn=True)
     return runs
 
 
@@ -261,7 +262,8 @@ def prefill_runs(ours, reference, prompt) -> dict:
 def load_figures(path: str, dtype: str) -> dict:
     """Seconds and peak memory growth of each library's from_pretrained, in fresh processes (second of two runs)."""
     figures = {}
-    for which in ("minigpt2", "transformers"):
+    libraries = ("minigpt2", "transformers") + (("minigpt2 contiguous",) if dtype == "float32" else ())
+    for which in libraries:
         for _ in range(2):  # the first run warms the file cache
             done = subprocess.run(
                 [sys.executable, "-c", LOAD_PROBE, which, path, dtype], capture_output=True, text=True, check=True
@@ -374,7 +376,8 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
         results |= decode_figures(path, ours32, dtypes, prompt(1, PROMPT_TOKENS), prompt(1, PROMPT_TOKENS), args)
     fp32_sections = {"prefill", "batched", "beam"} & sections
     reference = GPT2LMHeadModel.from_pretrained(path).to(device).eval() if fp32_sections else None
-    onednn = device.type == "cpu"  # oneDNN's products are a CPU path
+    # oneDNN's products are a CPU path, fast on weights laid out [out, in] (contiguous=True)
+    fast = GPT2.from_pretrained(path, contiguous=True) if fp32_sections and device.type == "cpu" else None
     if "prefill" in sections:
         long_prompt = prompt(1, min(args.prefill, ours32.config.n_positions))
         results["prefill"] = median_rates(prefill_runs(ours32, reference, long_prompt), args.rounds)
@@ -382,12 +385,12 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
     if "batched" in sections:
         results["batched"] = {}
         for batch in (int(b) for b in args.batch_sizes.split(",")):
-            runs = decode_runs(ours32, reference, prompt(batch, PROMPT_TOKENS), args.new_tokens // 2, onednn=onednn)
+            runs = decode_runs(ours32, reference, prompt(batch, PROMPT_TOKENS), args.new_tokens // 2, fast=fast)
             results["batched"][batch] = median_rates(runs, args.rounds)
     if "beam" in sections:
-        runs = beam_runs(ours32, reference, prompt(1, PROMPT_TOKENS), args.new_tokens // 2, args.beams, onednn=onednn)
+        runs = beam_runs(ours32, reference, prompt(1, PROMPT_TOKENS), args.new_tokens // 2, args.beams, fast=fast)
         results["beam"] = {**median_rates(runs, args.rounds), "num_beams": args.beams}
-    del reference
+    del reference, fast
     if "patching" in sections:
         results["patching"] = median_rates(patching_runs(ours32, prompt(1, PATCHED_TOKENS)), args.rounds)
         results["patching"]["patches"] = ours32.config.n_layer * PATCHED_TOKENS
@@ -405,7 +408,7 @@ def decode_figures(path: str, ours32, dtypes: list[str], decode_prompt, compare_
     device = ours32.wte.weight.device
     threads = torch.get_num_threads()
     probes, probe_note = bandwidth_probes(weight_bytes(ours32), device)
-    models, references, runs = {}, {}, {}
+    models, references, runs, fasts = {}, {}, {}, {}
     for name in dtypes:
         dtype = DTYPES.get(name, torch.float32)  # int8: quantized projections, the rest fp32
         quantize = "int8" if name == "int8" else None
@@ -415,9 +418,12 @@ def decode_figures(path: str, ours32, dtypes: list[str], decode_prompt, compare_
         theirs = "float32" if name == "int8" else name  # transformers has no int8: the int8 row compares with fp32
         if theirs not in references:
             references[theirs] = GPT2LMHeadModel.from_pretrained(path, dtype=DTYPES[theirs]).to(device).eval()
-        onednn = name == "float32" and device.type == "cpu"  # the only place oneDNN's products are used
+        fast = None  # oneDNN's products, on the CPU: fp32 laid out [out, in] for them, and bf16 as loaded
+        if device.type == "cpu" and name in ("float32", "bfloat16"):
+            fast = GPT2.from_pretrained(path, contiguous=True) if name == "float32" else models[name]
+        fasts[name] = fast
         for variant, run in decode_runs(
-            models[name], references[theirs], decode_prompt, args.new_tokens, onednn=onednn, compile=args.compile
+            models[name], references[theirs], decode_prompt, args.new_tokens, fast=fast, compile=args.compile
         ).items():
             runs[("transformers", theirs) if variant == "transformers" else (name, variant)] = run
     peer_note = llama_peer.missing() if device.type == "cpu" else "llama.cpp runs on the CPU here"
@@ -440,8 +446,10 @@ def decode_figures(path: str, ours32, dtypes: list[str], decode_prompt, compare_
         compared = compare_prompt, args.compare_tokens
         if name != "float32":
             figures["decode"][name]["deviation"] = minigpt2_deviation(ours32, model, *compared)
-        elif device.type == "cpu":
-            figures["decode"][name]["deviation_onednn"] = minigpt2_deviation(ours32, ours32, *compared, onednn=True)
+        if fasts[name] is not None:
+            dev = minigpt2_deviation(ours32, fasts[name], *compared, onednn=True)
+            figures["decode"][name]["deviation_onednn"] = dev
+    del fasts
     figures["llama.cpp"] = {"note": peer_note or ("left out (--no-llama)" if args.no_llama else None)}
     del peers
     for kind, file in files.items():
@@ -557,6 +565,13 @@ def print_table(r: dict) -> None:
             print(
                 f"  {phase.replace('_', ' ')}: {ours[phase] / gb:.2f} GB vs {theirs[phase] / gb:.2f} GB "
                 f"({ours[phase] / weights:.2f}x vs {theirs[phase] / weights:.2f}x the {name} weights)"
+            )
+        if "minigpt2 contiguous" in load:  # the fast layout's price: a copy of every weight at load
+            laid_out = load["minigpt2 contiguous"]
+            print(
+                f"  with contiguous=True (oneDNN's layout): {laid_out['seconds']:.3f} s to load, "
+                f"{laid_out['seconds_with_first_forward']:.3f} s with the first forward, peak "
+                f"{laid_out['peak_rss_first_forward'] / gb:.2f} GB"
             )
     deviations = [
         (f"minigpt2 {what} vs minigpt2 float32", d[key])

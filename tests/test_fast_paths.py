@@ -37,8 +37,9 @@ def test_linear_is_f_linear_unless_onednn_is_asked_for(rows, layout):
     assert fast.shape == reference.shape and diff <= 1e-5
 
 
-def test_onednn_picks_the_same_greedy_tokens_and_keeps_gradients(tiny):
-    model, tokenizer = tiny
+def test_onednn_picks_the_same_greedy_tokens_and_keeps_gradients(tiny_checkpoint, tiny):
+    _, tokenizer = tiny
+    model = GPT2.from_pretrained(tiny_checkpoint, contiguous=True)  # the layout oneDNN is used for
     input_ids, attention_mask = tokenizer.encode_batch(PROMPTS)
     options = dict(attention_mask=attention_mask, max_new_tokens=25, eos_token_id=tokenizer.eos_token_id)
     plain = model.generate(input_ids, use_cache=False, **options)
@@ -47,6 +48,27 @@ def test_onednn_picks_the_same_greedy_tokens_and_keeps_gradients(tiny):
         model(input_ids)[0, -1].logsumexp(-1).backward()  # oneDNN has no backward: F.linear takes over
     assert all(p.grad is not None for p in model.parameters())
     model.zero_grad(set_to_none=True)
+
+
+def test_contiguous_lays_fp32_out_for_onednn(tiny_checkpoint, tiny):
+    """contiguous=True copies fp32 projections to [out, in] in order, the layout oneDNN is used for; a
+    transposed view (the zero-copy default) stays with F.linear, which reads it faster."""
+    from minigpt2.linear import _suits_onednn
+
+    default, tokenizer = tiny
+    laid_out = GPT2.from_pretrained(tiny_checkpoint, contiguous=True)
+    weight, view = laid_out.h[1].mlp.c_proj.weight, default.h[1].mlp.c_proj.weight
+    assert weight.is_contiguous() and not view.is_contiguous() and torch.equal(weight, view)
+    x = torch.randn(1, 1, weight.size(1))
+    with torch.inference_mode():
+        assert _suits_onednn(x, weight, None) and not _suits_onednn(x, view, None)
+        assert _suits_onednn(x.bfloat16(), weight.bfloat16(), None)  # bf16, [out, in] as loaded
+        ids = torch.tensor([tokenizer.encode(PROMPTS[0])])
+        with onednn_matmuls():
+            fast = laid_out(ids)
+        diff = (fast - default(ids)).abs().max().item()
+    print(f"\ncontiguous=True with oneDNN vs the default: max abs logit difference {diff:.1e}")
+    assert diff <= LOGIT_TOLERANCE
 
 
 def test_weights_converted_on_load_are_in_nn_linear_order(tiny_checkpoint):
