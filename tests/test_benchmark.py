@@ -2,6 +2,7 @@
 
 import json
 
+import llama_peer  # scripts/, on the path through conftest
 from conftest import run_script
 
 
@@ -19,6 +20,11 @@ def test_benchmark_smoke(tiny_checkpoint, tmp_path):
         "load",
     ):
         assert line in result.stdout
+    if llama_peer.missing() is None:  # the bench extra is installed: llama.cpp runs in the same rounds
+        assert all(f"llama.cpp {kind}" in result.stdout for kind in ("F32", "BF16", "Q8_0"))
+        assert "llama.cpp Q8_0 vs llama.cpp F32: max logit difference" in result.stdout
+    else:
+        assert "llama.cpp left out" in result.stdout
     figures = json.loads((tmp_path / "bench.json").read_text())
     assert set(figures["decode"]) == {"float32", "bfloat16", "int8"} and figures["bandwidth_bytes_per_s"] > 0
     assert figures["weight_bytes"]["int8"] < figures["weight_bytes"]["bfloat16"] < figures["weight_bytes"]["float32"]
