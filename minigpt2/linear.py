@@ -12,9 +12,10 @@ from .quantize import Int8Weight
 
 # On the CPU, torch computes fp32 matrix products with MKL, as transformers does, and the logits
 # of the two agree to about 1e-5. oneDNN's kernels read the weights faster when there are few rows,
-# the decode loop's shapes, provided a weight lies [out, in] in order: fp32 loaded with
-# contiguous=True, or bf16/fp16 (always copied so). On a transposed view of the file's [in, out]
-# mapping, the zero-copy default, they are slower than MKL, so such weights stay with F.linear.
+# the decode loop's shapes, provided a weight lies [out, in] in order (fp32 loaded with
+# contiguous=True). On a transposed view of the file's [in, out] mapping, the zero-copy default,
+# they are slower than MKL, so such weights stay with F.linear. (In bf16, oneDNN was no faster
+# than F.linear in the benchmark: 1.02x in one run, 0.88x in another.)
 # They round differently, 2-3x as far from an fp64 result as MKL, and so further from
 # transformers' logits. Hence opt-in: `with onednn_matmuls(): model.generate(...)`.
 _ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -24,8 +25,8 @@ _use_onednn = False
 
 @contextmanager
 def onednn_matmuls(enabled: bool = True):
-    """Inside this block, products of up to 16 rows with an [out, in] weight on the CPU run on oneDNN: faster
-    (fp32 weights loaded with contiguous=True, and bf16), rounded differently."""
+    """Inside this block, fp32 products of up to 16 rows with an [out, in] weight (loaded with contiguous=True)
+    on the CPU run on oneDNN: faster, rounded differently."""
     global _use_onednn
     previous, _use_onednn = _use_onednn, enabled and _ONEDNN_AVAILABLE
     try:
@@ -45,11 +46,11 @@ def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.T
 
 
 def _suits_onednn(x, weight, bias) -> bool:
-    """A few fp32 or bf16 rows on the CPU times an [out, in] weight in order, with no gradient wanted
-    (oneDNN's product has no backward) and not inside torch.compile (which has no lowering for it,
-    and picks its own kernels)."""
+    """A few fp32 rows on the CPU times an [out, in] weight in order, with no gradient wanted (oneDNN's
+    product has no backward) and not inside torch.compile (which has no lowering for it, and picks
+    its own kernels)."""
     few_rows = x.numel() <= _ONEDNN_MAX_ROWS * x.size(-1)
-    on_cpu = x.device.type == "cpu" and x.dtype == weight.dtype and x.dtype in (torch.float32, torch.bfloat16)
+    on_cpu = x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
     wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias) if t is not None)
     in_order = weight.is_contiguous()
     return few_rows and on_cpu and in_order and not wants_grad and not torch.compiler.is_compiling()

@@ -427,9 +427,9 @@ def decode_figures(path: str, ours32, dtypes: list[str], decode_prompt, compare_
         theirs = "float32" if name == "int8" else name  # transformers has no int8: the int8 row compares with fp32
         if theirs not in references:
             references[theirs] = GPT2LMHeadModel.from_pretrained(path, dtype=DTYPES[theirs]).to(device).eval()
-        fast = None  # oneDNN's products, on the CPU: fp32 laid out [out, in] for them, and bf16 as loaded
-        if device.type == "cpu" and name in ("float32", "bfloat16"):
-            fast = GPT2.from_pretrained(path, contiguous=True) if name == "float32" else models[name]
+        fast = None  # oneDNN's products, on the CPU, for fp32 laid out [out, in] for them
+        if device.type == "cpu" and name == "float32":
+            fast = GPT2.from_pretrained(path, contiguous=True)
         fasts[name] = fast
         for variant, run in decode_runs(
             models[name], references[theirs], decode_prompt, args.new_tokens, fast=fast, compile=args.compile
