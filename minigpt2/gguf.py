@@ -16,6 +16,7 @@ from .tokenizer import gpt2_byte_level
 from .tokenizer.files import read_tokenizer_files
 
 TYPES = ("f32", "f16", "bf16", "q8_0")
+NORMAL, CONTROL, UNUSED = 1, 3, 5  # llama.cpp's token types
 NATIVE_ACTIVATION = "gelu_new"  # llama.cpp's GPT-2 graph computes tanh-approximated GELU, as GPT-2 does
 
 
@@ -25,11 +26,11 @@ def export_gguf(model: GPT2, path, tokens: list[str], merges: list[str], *, file
     gguf = _gguf()
     config = model.config
     _check_exportable(config, file_type)
-    if len(tokens) != config.vocab_size:
-        raise ValueError(
-            f"the tokenizer has {len(tokens)} tokens and the model {config.vocab_size} rows; llama.cpp needs one "
-            "each (a vocabulary padded past the tokenizer cannot be exported)"
-        )
+    if len(tokens) > config.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokens)} tokens, more than the model's {config.vocab_size} rows")
+    # Rows past the tokenizer (a vocabulary padded to a multiple of 64 by a fine-tune) get unused placeholders.
+    padding = [f"[PAD{i}]" for i in range(len(tokens), config.vocab_size)]
+    types = [CONTROL if i in set(special) else NORMAL for i in range(len(tokens))] + [UNUSED] * len(padding)
     quant = {
         "f32": gguf.GGMLQuantizationType.F32,
         "f16": gguf.GGMLQuantizationType.F16,
@@ -47,8 +48,8 @@ def export_gguf(model: GPT2, path, tokens: list[str], merges: list[str], *, file
     writer.add_file_type({"f32": 0, "f16": 1, "bf16": 32, "q8_0": 7}[file_type])  # llama.cpp's LLAMA_FTYPE_*
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("gpt-2")
-    writer.add_token_list(tokens)
-    writer.add_token_types([3 if i in set(special) else 1 for i in range(len(tokens))])  # 3: control, 1: normal
+    writer.add_token_list(tokens + padding)
+    writer.add_token_types(types)
     writer.add_token_merges(merges)
     if config.eos_token_id is not None:
         writer.add_bos_token_id(config.eos_token_id)  # GPT-2 starts texts with its one special token

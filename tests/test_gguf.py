@@ -87,6 +87,21 @@ def test_llama_cpp_reads_it_back(tiny_checkpoint, exported):
             assert theirs_greedy == greedy
 
 
+def test_a_fine_tune_with_a_padded_vocabulary(finetuned_checkpoint, tmp_path):
+    """A transformers 5 save with added tokens and rows past the tokenizer (resized to a multiple of 64)."""
+    size = export_checkpoint(str(finetuned_checkpoint), tmp_path / "ft.gguf", "f32")
+    reader = gguf.GGUFReader(str(tmp_path / "ft.gguf"))
+    model = GPT2.from_pretrained(str(finetuned_checkpoint))
+    tokenizer = Tokenizer.from_pretrained(str(finetuned_checkpoint))
+    field = reader.fields["tokenizer.ggml.tokens"]
+    tokens = [bytes(field.parts[i]).decode() for i in field.data]
+    assert len(tokens) == model.config.vocab_size > tokenizer.vocab_size and size > 0
+    pad = tokenizer.pad_token_id
+    assert tokens[pad] == "<|pad|>" and tokens[-1].startswith("[PAD")
+    types = reader.fields["tokenizer.ggml.token_type"]
+    assert int(types.parts[types.data[pad]][0]) == 3 and int(types.parts[types.data[-1]][0]) == 5
+
+
 def test_cli_export(tiny_checkpoint, tmp_path):
     out = tmp_path / "tiny.gguf"
     result = run_cli("export", str(tiny_checkpoint), "--gguf", str(out), "--type", "q8_0")
