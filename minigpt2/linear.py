@@ -45,6 +45,12 @@ def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.T
     return F.linear(x, weight, bias)
 
 
+def dense(weight) -> torch.Tensor:
+    """A weight as a plain [out, in] tensor, for code that reads it rather than multiplies by it (a head's
+    slice of c_proj): an int8 weight comes back dequantized."""
+    return weight.dequantize() if isinstance(weight, Int8Weight) else weight
+
+
 def _suits_onednn(x, weight, bias) -> bool:
     """A few fp32 rows on the CPU times an [out, in] weight in order, with no gradient wanted (oneDNN's
     product has no backward) and not inside torch.compile (which has no lowering for it, and picks

@@ -19,7 +19,7 @@ from torch import nn
 
 from . import generation, internals
 from .activations import ACTIVATIONS
-from .linear import Linear, linear
+from .linear import Linear, dense, linear
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ class CausalSelfAttention(nn.Module):
             )
         z = hook(p + "hook_z", y.transpose(1, 2))  # [B, T, H, D]: each head's output
         if hook.wants(p + "hook_result"):  # each head's share of the output, written out only when asked for
-            W_O = self.c_proj.weight.view(C, H, D)  # [C, H, D]: the slice of c_proj that reads each head
+            W_O = dense(self.c_proj.weight).view(C, H, D)  # [C, H, D]: the slice of c_proj that reads each head
             result = hook(p + "hook_result", torch.einsum("bthd,chd->bthc", z, W_O))  # [B, T, H, C]
             return result.sum(dim=2) + self.c_proj.bias
         return self.c_proj(z.reshape(B, T, C))  # heads side by side, then mixed

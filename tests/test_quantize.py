@@ -88,3 +88,16 @@ print(peak() - before)
         f"the fp32 model {fp32 / 2**30:.2f} GiB"
     )
     assert growth <= 1.1 * (kept + largest) and kept + largest < 0.6 * fp32
+
+
+def test_heads_results_and_the_explorer_on_an_int8_model(tiny_checkpoint):
+    """hook_result reads c_proj's weight per head: an int8 one is dequantized, so the heads still add up."""
+    from minigpt2.explore import explore
+
+    int8, tokenizer = GPT2.from_pretrained(tiny_checkpoint, quantize="int8"), Tokenizer.from_pretrained(tiny_checkpoint)
+    ids = torch.tensor([tokenizer.encode("Once upon a time")])
+    _, acts = int8.run_with_cache(ids, ["blocks.0.attn.hook_result", "blocks.0.hook_attn_out"])
+    summed = acts["blocks.0.attn.hook_result"].sum(dim=2) + int8.h[0].attn.c_proj.bias
+    torch.testing.assert_close(summed, acts["blocks.0.hook_attn_out"], rtol=0, atol=1e-5)
+    page = explore(int8, tokenizer, "Once upon a time", max_new_tokens=3)
+    assert page.steps == 3 and page.attribution.abs().max() > 0

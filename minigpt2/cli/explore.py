@@ -30,9 +30,10 @@ EXAMPLES = """examples:
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="minigpt2 explore",
-        description="Generate from a prompt and write one self-contained HTML page (it opens from disk, with no "
-        "network) that walks through every step: the candidates and the token picked, each layer's and head's "
-        "attention, the logit lens, and each head's and MLP's direct contribution to the picked token.",
+        description="Generate from a prompt and write one self-contained HTML page (it opens from disk, with\n"
+        "no network) that walks through every step: the candidates and the token picked, each layer's\n"
+        "and head's attention, the logit lens, and each head's and MLP's direct contribution to the\n"
+        "picked token.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
