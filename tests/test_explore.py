@@ -49,7 +49,8 @@ def tiny(tiny_checkpoint):
 def page(tiny, tmp_path_factory) -> Path:
     model, tokenizer = tiny
     path = tmp_path_factory.mktemp("explore") / "page.html"
-    explore(model, tokenizer, PROMPT, path, max_new_tokens=STEPS, model_name="tiny random checkpoint").save(path)
+    explore(model, tokenizer, PROMPT, path, max_new_tokens=STEPS, model_name="tiny random checkpoint")
+    assert path.is_file()  # output= writes the page
     return path
 
 

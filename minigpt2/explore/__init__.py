@@ -84,8 +84,8 @@ def explore(
 
     options: generate()'s, e.g. max_new_tokens=40, do_sample=True, seed=1, repetition_penalty=1.2
     (one row: no beams, no num_return_sequences). candidates: how many next tokens each step lists.
-    output: a path to write the page to (checked before the model runs). on_step(step): called as
-    each token arrives, e.g. to show progress.
+    output: a path to write the page to (checked before the model runs), or None to write it later
+    with .save(path). on_step(step): called as each token arrives, e.g. to show progress.
     """
     if output is not None:
         check_writable(output)
@@ -122,7 +122,7 @@ def explore(
 
     candidate_ids = torch.stack(top_ids).cpu()
     shown = {*tokens, *candidate_ids.flatten().tolist(), *lens_ids.flatten().tolist()}
-    return Exploration(
+    exploration = Exploration(
         model_name=model_name,
         n_layer=model.config.n_layer,
         n_head=model.config.n_head,
@@ -142,6 +142,9 @@ def explore(
         attribution_bias=bias,
         picked_logits=logits,
     )
+    if output is not None:
+        exploration.save(output)
+    return exploration
 
 
 def _patterns_and_lens(model, read: torch.Tensor):
