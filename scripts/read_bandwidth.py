@@ -15,9 +15,9 @@ import torch
 
 SOURCE = r"""
 #include <stddef.h>
-float read_all(const float *a, size_t n) {
+float read_all(const float *a, size_t n, int threads) {
     float total = 0;
-    #pragma omp parallel reduction(+:total)
+    #pragma omp parallel num_threads(threads) reduction(+:total)
     {
         float acc[16] = {0};
         #pragma omp for schedule(static)
@@ -41,14 +41,13 @@ def c_read_probe(n_bytes: int, threads: int):
     done = subprocess.run(build, cwd=folder, capture_output=True, text=True)
     if done.returncode != 0:
         return None, f"the C probe did not compile ({done.stderr.strip().splitlines()[-1:]})"
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # read when the library first runs a parallel region
     library = ctypes.CDLL(str(folder / "libread.so"))
     library.read_all.restype = ctypes.c_float
-    library.read_all.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    library.read_all.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     array = torch.ones(n_bytes // 4)
 
     def run():
-        library.read_all(array.data_ptr(), array.numel())
+        library.read_all(array.data_ptr(), array.numel(), threads)
         return array.numel() * 4
 
     return run, None
