@@ -30,7 +30,8 @@ def export_gguf(model: GPT2, path, tokens: list[str], merges: list[str], *, file
         raise ValueError(f"the tokenizer has {len(tokens)} tokens, more than the model's {config.vocab_size} rows")
     # Rows past the tokenizer (a vocabulary padded to a multiple of 64 by a fine-tune) get unused placeholders.
     padding = [f"[PAD{i}]" for i in range(len(tokens), config.vocab_size)]
-    types = [CONTROL if i in set(special) else NORMAL for i in range(len(tokens))] + [UNUSED] * len(padding)
+    control = set(special)
+    types = [CONTROL if i in control else NORMAL for i in range(len(tokens))] + [UNUSED] * len(padding)
     quant = {
         "f32": gguf.GGMLQuantizationType.F32,
         "f16": gguf.GGMLQuantizationType.F16,
