@@ -113,9 +113,13 @@ def _tensors(model: GPT2):
         yield "output.weight", model.lm_head.weight
 
 
-def _check_exportable(config, file_type: str) -> None:
+def _check_type(file_type: str) -> None:
     if file_type not in TYPES:
         raise ValueError(f"GGUF type must be one of {', '.join(TYPES)}, got {file_type!r}")
+
+
+def _check_exportable(config, file_type: str) -> None:
+    _check_type(file_type)
     if file_type == "q8_0" and config.n_embd % 32:
         raise ValueError(f"q8_0 quantizes rows in blocks of 32; n_embd {config.n_embd} is not a multiple of 32")
     differs = {
@@ -140,8 +144,7 @@ def export_checkpoint(name_or_path: str, path, file_type: str = "f32", revision:
     """Read a checkpoint (as from_pretrained does) and write it as GGUF; returns the file's size in bytes."""
     _gguf()  # all of this before anything is loaded
     check_writable(path)
-    if file_type not in TYPES:
-        raise ValueError(f"GGUF type must be one of {', '.join(TYPES)}, got {file_type!r}")
+    _check_type(file_type)
     tokens, merges, special = vocabulary(name_or_path, revision)
     model = GPT2.from_pretrained(name_or_path, revision=revision)
     name = str(name_or_path)

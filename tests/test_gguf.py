@@ -60,7 +60,9 @@ def test_the_vocabulary_is_the_tokenizers(tiny_checkpoint, kogpt2_checkpoint):
 
 
 def test_llama_cpp_reads_it_back(tiny_checkpoint, exported):
-    llama_cpp = pytest.importorskip("llama_cpp", reason='llama.cpp is the bench extra: pip install -e ".[bench]"')
+    pytest.importorskip("llama_cpp", reason='llama.cpp is the bench extra: pip install -e ".[bench]"')
+    from llama_peer import Peer  # the benchmark's peer: scripts/, on the path through conftest
+
     model, tokenizer = GPT2.from_pretrained(str(tiny_checkpoint)), Tokenizer.from_pretrained(str(tiny_checkpoint))
     ids = tokenizer.encode(PROMPT)
     with torch.no_grad():
@@ -68,23 +70,16 @@ def test_llama_cpp_reads_it_back(tiny_checkpoint, exported):
     spread = (ours.max() - ours.min()).item()
     bounds = {"f32": 0.002, "q8_0": 0.05}  # of the logit range; llama.cpp keeps its KV cache in fp16
     for kind, path in exported.items():
-        llm = llama_cpp.Llama(str(path), n_ctx=128, n_threads=2, logits_all=True, verbose=False)
-        assert llm.tokenize(PROMPT.encode(), add_bos=False) == ids  # the same tokenizer
-        llm.eval(ids)
-        theirs = torch.tensor(llm.scores[: len(ids)])
+        peer = Peer(path, threads=2, n_ctx=128, logits_all=True)
+        assert peer.llm.tokenize(PROMPT.encode(), add_bos=False) == ids  # the same tokenizer
+        theirs = peer.logits(ids)
         difference = (theirs - ours).abs().max().item() / spread
         agree = (theirs.argmax(-1) == ours.argmax(-1)).float().mean().item()
         print(f"\nllama.cpp {kind} vs minigpt2 fp32: {difference:.3%} of the logit range, top-1 agreement {agree:.0%}")
         assert difference < bounds[kind] and agree >= 0.8
         if kind == "f32":
             greedy = model.generate(torch.tensor([ids]), max_new_tokens=10)[0, len(ids) :].tolist()
-            llm.reset()
-            llm.eval(ids)
-            theirs_greedy = []
-            for _ in range(10):
-                theirs_greedy.append(int(llm.scores[llm.n_tokens - 1].argmax()))
-                llm.eval(theirs_greedy[-1:])
-            assert theirs_greedy == greedy
+            assert peer.greedy(ids, 10) == greedy
 
 
 def test_a_fine_tune_with_a_padded_vocabulary(finetuned_checkpoint, tmp_path):
