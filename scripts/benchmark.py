@@ -381,12 +381,14 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
 
     sections = args.sections
     results["weight_bytes"] = {"float32": weight_bytes(ours32)}
-    if "decode" in sections:
-        results |= decode_figures(path, ours32, dtypes, prompt(1, PROMPT_TOKENS), prompt(1, PROMPT_TOKENS), args)
     fp32_sections = {"prefill", "batched", "beam"} & sections
+    # oneDNN's products are a CPU path, fast on fp32 weights laid out [out, in] (contiguous=True)
+    wants_fast = device.type == "cpu" and (fp32_sections or "decode" in sections)
+    fast = GPT2.from_pretrained(path, contiguous=True) if wants_fast else None
+    if "decode" in sections:
+        prompts = prompt(1, PROMPT_TOKENS), prompt(1, PROMPT_TOKENS)
+        results |= decode_figures(path, ours32, fast, dtypes, *prompts, args)
     reference = GPT2LMHeadModel.from_pretrained(path).to(device).eval() if fp32_sections else None
-    # oneDNN's products are a CPU path, fast on weights laid out [out, in] (contiguous=True)
-    fast = GPT2.from_pretrained(path, contiguous=True) if fp32_sections and device.type == "cpu" else None
     if "prefill" in sections:
         long_prompt = prompt(1, min(args.prefill, ours32.config.n_positions))
         results["prefill"] = median_rates(prefill_runs(ours32, reference, long_prompt), args.rounds)
@@ -411,13 +413,14 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
     return results
 
 
-def decode_figures(path: str, ours32, dtypes: list[str], decode_prompt, compare_prompt, args) -> dict:
+def decode_figures(path: str, ours32, fast32, dtypes: list[str], decode_prompt, compare_prompt, args) -> dict:
     """Batch-1 greedy decode of every dtype, transformers, llama.cpp's GGUFs and the bandwidth probes, all
-    timed in the same rounds; each decode's bound for its bytes per token; and the deviations."""
+    timed in the same rounds; each decode's bound for its bytes per token; and the deviations.
+    fast32: fp32 laid out for oneDNN (contiguous=True), or None off the CPU."""
     device = ours32.wte.weight.device
     threads = torch.get_num_threads()
     probes, probe_note = bandwidth_probes(weight_bytes(ours32), device)
-    models, references, runs, fasts = {}, {}, {}, {}
+    models, references, runs = {}, {}, {}
     for name in dtypes:
         dtype = DTYPES.get(name, torch.float32)  # int8: quantized projections, the rest fp32
         quantize = "int8" if name == "int8" else None
@@ -427,10 +430,7 @@ def decode_figures(path: str, ours32, dtypes: list[str], decode_prompt, compare_
         theirs = "float32" if name == "int8" else name  # transformers has no int8: the int8 row compares with fp32
         if theirs not in references:
             references[theirs] = GPT2LMHeadModel.from_pretrained(path, dtype=DTYPES[theirs]).to(device).eval()
-        fast = None  # oneDNN's products, on the CPU, for fp32 laid out [out, in] for them
-        if device.type == "cpu" and name == "float32":
-            fast = GPT2.from_pretrained(path, contiguous=True)
-        fasts[name] = fast
+        fast = fast32 if name == "float32" else None
         for variant, run in decode_runs(
             models[name], references[theirs], decode_prompt, args.new_tokens, fast=fast, compile=args.compile
         ).items():
@@ -455,10 +455,9 @@ def decode_figures(path: str, ours32, dtypes: list[str], decode_prompt, compare_
         compared = compare_prompt, args.compare_tokens
         if name != "float32":
             figures["decode"][name]["deviation"] = minigpt2_deviation(ours32, model, *compared)
-        if fasts[name] is not None:
-            dev = minigpt2_deviation(ours32, fasts[name], *compared, onednn=True)
+        if name == "float32" and fast32 is not None:
+            dev = minigpt2_deviation(ours32, fast32, *compared, onednn=True)
             figures["decode"][name]["deviation_onednn"] = dev
-    del fasts
     figures["llama.cpp"] = {"note": peer_note or ("left out (--no-llama)" if args.no_llama else None)}
     del peers
     for kind, file in files.items():
