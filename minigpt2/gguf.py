@@ -10,6 +10,8 @@ llama.cpp's own converter leaves them.
 
 from __future__ import annotations
 
+from .checkpoint import Checkpoint, resolve
+from .loading import load_model
 from .model import GPT2
 from .output import check_writable, write_atomically
 from .tokenizer import gpt2_byte_level
@@ -68,9 +70,9 @@ def export_gguf(model: GPT2, path, tokens: list[str], merges: list[str], *, file
     writer.close()
 
 
-def vocabulary(name_or_path, revision: str | None = None) -> tuple[list[str], list[str], list[int]]:
+def vocabulary(checkpoint: Checkpoint) -> tuple[list[str], list[str], list[int]]:
     """A checkpoint's byte-level BPE as llama.cpp takes it: tokens in id order, merges, control token ids."""
-    files = read_tokenizer_files(name_or_path, revision)
+    files = read_tokenizer_files(checkpoint)
     vocab, merges = (
         (files.vocab, files.merges)
         if files.tokenizer_json is None
@@ -145,8 +147,9 @@ def export_checkpoint(name_or_path: str, path, file_type: str = "f32", revision:
     _gguf()  # all of this before anything is loaded
     check_writable(path)
     _check_type(file_type)
-    tokens, merges, special = vocabulary(name_or_path, revision)
-    model = GPT2.from_pretrained(name_or_path, revision=revision)
+    checkpoint = resolve(name_or_path, revision)
+    tokens, merges, special = vocabulary(checkpoint)
+    model = load_model(checkpoint)
     name = str(name_or_path)
 
     def write(partial):

@@ -39,9 +39,12 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from .hooks import check_names
+from .model import GPT2
+
 
 def run_with_cache(
-    model,
+    model: GPT2,
     input_ids: torch.Tensor,
     names: Iterable[str] | Callable[[str], bool] | None = None,
     *,
@@ -97,13 +100,13 @@ def run_with_cache(
     return logits.detach(), cache
 
 
-def attention_patterns(model, input_ids: torch.Tensor, **forward_kwargs) -> torch.Tensor:
+def attention_patterns(model: GPT2, input_ids: torch.Tensor, **forward_kwargs) -> torch.Tensor:
     """Every layer's attention pattern, [n_layer, B, H, query, key]; each row sums to 1."""
     _, acts = run_with_cache(model, input_ids, lambda name: name.endswith("attn.hook_pattern"), **forward_kwargs)
     return torch.stack(list(acts.values()))
 
 
-def logit_lens(model, input_ids: torch.Tensor, **forward_kwargs) -> torch.Tensor:
+def logit_lens(model: GPT2, input_ids: torch.Tensor, **forward_kwargs) -> torch.Tensor:
     """Next-token probabilities read off the residual stream after each block, [n_layer, B, T, V].
 
     Each block's output goes through the final LayerNorm and the tied unembedding, as the last
@@ -123,12 +126,3 @@ def _select(all_names: list[str], names) -> list[str]:
     names = [names] if isinstance(names, str) else list(names)
     check_names(all_names, names)
     return [name for name in all_names if name in set(names)]
-
-
-def check_names(all_names: list[str], names: Iterable[str]) -> None:
-    """A misspelt name would silently capture or change nothing: refuse it."""
-    unknown = sorted(set(names) - set(all_names))
-    if unknown:
-        raise ValueError(
-            f"no activation named {unknown[0]!r}; names look like 'blocks.0.hook_resid_pre' (see model.hook_names())"
-        )

@@ -5,6 +5,7 @@ Shapes in comments use B = batch, T = tokens in this call, S = tokens the keys c
 
 Parameter names match the official checkpoints (wte, wpe, h.N.attn.c_attn, ...), so a
 state dict converts with nothing more than a transpose of the projection weights.
+Every activation passes a named point (hooks.py) where a caller may read or replace it.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import generation, internals
 from .activations import ACTIVATIONS
-from .linear import Linear, dense, linear
+from .cache import KVCache
+from .hooks import Hook, check_names, hook_names
 
 
 @dataclass(frozen=True)
@@ -72,23 +74,6 @@ PRESETS = {
 }
 
 
-class KVCache:
-    """Keys and values of every layer, preallocated for `max_len` tokens and filled in place.
-
-    `length` counts the tokens already stored; the next call writes at that position.
-    """
-
-    def __init__(self, config: GPT2Config, batch_size: int, max_len: int, *, device=None, dtype=None):
-        shape = (config.n_layer, batch_size, config.n_head, max_len, config.head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0
-
-    @property
-    def max_len(self) -> int:
-        return self.keys.size(3)
-
-
 @dataclass
 class Mask:
     """Which keys each query may attend to, worked out once per forward and shared by every layer.
@@ -126,60 +111,27 @@ def _causal(T: int, S: int, device) -> torch.Tensor:
     return torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)  # query i sees keys 0..S-T+i
 
 
-class Hook:
-    """The named activation points of one forward pass (names as in TransformerLens: hook_names()).
-
-    hook(name, x) passes x through hooks[name] when there is one: the function may record x, or
-    return a tensor to use instead (an intervention). With no hooks it returns x and costs a dict lookup.
-    """
-
-    def __init__(self, hooks: dict[str, Callable] | None):
-        self.hooks = hooks or {}
-
-    def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        fn = self.hooks.get(name)
-        if fn is None:
-            return x
-        replaced = fn(x)
-        return x if replaced is None else replaced
-
-    def wants(self, *names: str) -> bool:
-        return any(name in self.hooks for name in names)
-
-
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPT2Config, index: int, hook_prefix: str):
+    def __init__(self, config: GPT2Config, layer: int):
         super().__init__()
-        self.n_head = config.n_head
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd)  # q, k and v in one matmul
-        self.c_proj = Linear(config.n_embd, config.n_embd)
-        self.hook_prefix = hook_prefix  # "blocks.{i}.attn.": see hook_names()
+        self.layer, self.n_head = layer, config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k and v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.hook_prefix = f"blocks.{layer}.attn."
         # Scores are q.k / sqrt(head_dim), the softmax's usual temperature; two config variants change it.
         self.scale = config.head_dim**-0.5 if config.scale_attn_weights else 1.0
         if config.scale_attn_by_inverse_layer_idx:
-            self.scale /= index + 1
+            self.scale /= layer + 1
         self.upcast = config.reorder_and_upcast_attn
 
-    def forward(
-        self, x, cache: tuple[torch.Tensor, torch.Tensor] | None, start: int | torch.Tensor, mask: Mask, hook: Hook
-    ):
+    def forward(self, x, mask: Mask, cache: KVCache | None, hook: Hook):
         B, T, C = x.shape
         H, D, p = self.n_head, C // self.n_head, self.hook_prefix
         q, k, v = self.c_attn(x).view(B, T, 3, H, D).unbind(2)  # each [B, T, H, D]
         q, k, v = hook(p + "hook_q", q), hook(p + "hook_k", k), hook(p + "hook_v", v)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
-        if cache is not None and isinstance(start, torch.Tensor):
-            # decode_step: the slot is a tensor and the whole cache is read, so that no shape changes
-            # from one step to the next; the mask hides the slots not written yet.
-            cache[0].index_copy_(2, start, k)
-            cache[1].index_copy_(2, start, v)
-            k, v = cache  # [B, H, max_len, D]
-        elif cache is not None:
-            # Write this call's keys and values at their positions, then attend over all so far.
-            cached_keys, cached_values = cache  # [B, H, max_len, D]
-            cached_keys[:, :, start : start + T] = k
-            cached_values[:, :, start : start + T] = v
-            k, v = cached_keys[:, :, : start + T], cached_values[:, :, : start + T]  # [B, H, S, D]
+        if cache is not None:
+            k, v = cache.write(self.layer, k, v)  # [B, H, S, D]: the keys and values of every token so far
         upcast = self.upcast and q.dtype != torch.float32
         if upcast or hook.wants(p + "hook_attn_scores", p + "hook_pattern"):
             y = self._attention_written_out(q, k, v, mask, hook, upcast)
@@ -189,12 +141,12 @@ class CausalSelfAttention(nn.Module):
             )
         z = hook(p + "hook_z", y.transpose(1, 2))  # [B, T, H, D]: each head's output
         if hook.wants(p + "hook_result"):  # each head's share of the output, written out only when asked for
-            W_O = dense(self.c_proj.weight).view(C, H, D)  # [C, H, D]: the slice of c_proj that reads each head
+            W_O = self.c_proj.weight.view(C, H, D)  # [C, H, D]: the slice of c_proj that reads each head
             result = hook(p + "hook_result", torch.einsum("bthd,chd->bthc", z, W_O))  # [B, T, H, C]
             return result.sum(dim=2) + self.c_proj.bias
         return self.c_proj(z.reshape(B, T, C))  # heads side by side, then mixed
 
-    def _attention_written_out(self, q, k, v, mask: Mask, hook: Hook, upcast: bool = False):
+    def _attention_written_out(self, q, k, v, mask: Mask, hook: Hook, upcast: bool):
         """What scaled_dot_product_attention computes, step by step, so the pattern can be seen.
         upcast: scores and softmax in fp32 (reorder_and_upcast_attn), back to v's dtype to mix the values."""
         if upcast:
@@ -207,12 +159,12 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, config: GPT2Config, hook_prefix: str):
+    def __init__(self, config: GPT2Config, layer: int):
         super().__init__()
-        self.c_fc = Linear(config.n_embd, config.mlp_width)
-        self.c_proj = Linear(config.mlp_width, config.n_embd)
+        self.c_fc = nn.Linear(config.n_embd, config.mlp_width)
+        self.c_proj = nn.Linear(config.mlp_width, config.n_embd)
         self.act = ACTIVATIONS[config.activation_function]  # GPT-2's: GELU, tanh approximation
-        self.hook_prefix = hook_prefix  # "blocks.{i}.mlp."
+        self.hook_prefix = f"blocks.{layer}.mlp."
 
     def forward(self, x, hook: Hook):
         pre = hook(self.hook_prefix + "hook_pre", self.c_fc(x))  # [B, T, mlp_width]
@@ -223,18 +175,18 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
-    def __init__(self, config: GPT2Config, index: int):
+    def __init__(self, config: GPT2Config, layer: int):
         super().__init__()
-        p = self.hook_prefix = f"blocks.{index}."
+        self.hook_prefix = f"blocks.{layer}."
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-        self.attn = CausalSelfAttention(config, index, p + "attn.")
+        self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-        self.mlp = MLP(config, p + "mlp.")
+        self.mlp = MLP(config, layer)
 
-    def forward(self, x, cache, start: int | torch.Tensor, mask: Mask, hook: Hook):
+    def forward(self, x, mask: Mask, cache: KVCache | None, hook: Hook):
         p = self.hook_prefix
         x = hook(p + "hook_resid_pre", x)  # [B, T, C]: the residual stream coming in
-        attn_out = self.attn(layer_norm(self.ln_1, x, hook, p + "ln1."), cache, start, mask, hook)
+        attn_out = self.attn(layer_norm(self.ln_1, x, hook, p + "ln1."), mask, cache, hook)
         x = hook(p + "hook_resid_mid", x + hook(p + "hook_attn_out", attn_out))
         mlp_out = self.mlp(layer_norm(self.ln_2, x, hook, p + "ln2."), hook)
         return hook(p + "hook_resid_post", x + hook(p + "hook_mlp_out", mlp_out))
@@ -253,57 +205,53 @@ def layer_norm(ln: nn.LayerNorm, x: torch.Tensor, hook: Hook, prefix: str) -> to
     return hook(prefix + "hook_normalized", ln(x))
 
 
+class Output(NamedTuple):
+    """model(ids, labels=...): the loss beside the logits, in transformers' order (loss, logits = ...)."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+
+
 class GPT2(nn.Module):
-    """Embeddings, n_layer blocks, a final LayerNorm, and an LM head (tied to the token embedding, as a rule)."""
+    """Embeddings, n_layer blocks, a final LayerNorm, and an LM head (tied to the token embedding, as a rule).
+
+    The tools bind their front doors to this class in minigpt2/__init__.py, so that they import the model
+    and never the reverse: GPT2.from_pretrained (loading/), model.generate and model.stream (generation/),
+    model.run_with_cache, attention_patterns and logit_lens (internals.py), model.score (scoring/).
+    """
 
     def __init__(self, config: GPT2Config):
         super().__init__()
         self.config = config
-        # Token embedding (also the LM head) and learned position embedding. Given as empty tensors
-        # because nn.Embedding's own init, run on the meta device while loading, costs a second.
+        # Token embedding and learned position embedding. Given as empty tensors because nn.Embedding's
+        # own init, run on the meta device while loading, costs a second.
         self.wte = nn.Embedding(config.vocab_size, config.n_embd, _weight=torch.empty(config.vocab_size, config.n_embd))
         self.wpe = nn.Embedding(
             config.n_positions, config.n_embd, _weight=torch.empty(config.n_positions, config.n_embd)
         )
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-        if not config.tie_word_embeddings:  # a head of its own, [V, C]
-            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.head = None  # an int8 copy of the LM head when loaded with quantize="int8" (minigpt2/quantize.py)
-        self._compiled_decode_step = None  # made by compiled_decode_step() when first asked for
+        tied = config.tie_word_embeddings  # a tied head is wte itself: no weight of its own to make
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False, device="meta" if tied else None)
+        self.tie_weights()
         if not self.wte.weight.is_meta:  # on the meta device (loading) there is nothing to fill
             self.apply(self._init_weights)
 
+    def tie_weights(self) -> None:
+        """The LM head reads the token embedding (unless the config unties them); again after loading."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.wte.weight
+
     def _init_weights(self, module):
         """GPT-2's initialisation, for a model built from a config rather than loaded."""
-        if isinstance(module, (nn.Linear, nn.Embedding)):
+        tied_head = module is self.lm_head and self.config.tie_word_embeddings  # wte, initialised as such
+        if isinstance(module, (nn.Linear, nn.Embedding)) and not tied_head:
             nn.init.normal_(module.weight, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
         # Residual projections get a smaller std so the residual stream does not grow with depth.
         if isinstance(module, (CausalSelfAttention, MLP)):
             nn.init.normal_(module.c_proj.weight, std=0.02 / math.sqrt(2 * self.config.n_layer))
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str,
-        *,
-        device=None,
-        dtype=None,
-        revision: str | None = None,
-        quantize: str | None = None,
-        contiguous: bool = False,
-    ) -> GPT2:
-        """Load an official checkpoint by name ("gpt2-medium"), a hub repo ("org/name"), or a local path.
-        quantize="int8": the projections and the LM head as int8 (minigpt2/quantize.py); opt-in, approximate.
-        contiguous=True: copy fp32 projections to [out, in] in order instead of viewing the file's mapping
-        (slower to load, held in RAM), the layout oneDNN reads fastest inside onednn_matmuls()."""
-        from .checkpoint import load_model  # here, not at the top: checkpoint.py imports this module
-
-        return load_model(
-            name_or_path, device=device, dtype=dtype, revision=revision, quantize=quantize, contiguous=contiguous
-        )
 
     def forward(
         self,
@@ -312,13 +260,16 @@ class GPT2(nn.Module):
         *,
         attention_mask: torch.Tensor | None = None,
         hooks: dict[str, Callable] | None = None,
-    ) -> torch.Tensor:
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor | Output:
         """Logits [B, T, V] for input_ids [B, T].
 
         cache: input_ids continue the tokens already in it; their keys and values are stored for the next call.
         attention_mask [B, S]: 1 for real tokens, 0 for padding, over the cached and the new tokens (as in
             transformers). Positions count real tokens only, so a left-padded prompt gets the positions it has alone.
         hooks: {name: fn} to read or replace activations on the way (names: hook_names(); see minigpt2/internals.py).
+        labels [B, T]: return Output(loss, logits) instead, the loss as transformers computes it: each position
+            predicts the next label, -100 is not counted, the mean over the counted ones, in fp32.
         """
         B, T = input_ids.shape
         start = cache.length if cache is not None else 0
@@ -337,76 +288,45 @@ class GPT2(nn.Module):
         else:  # the number of real tokens before each one; padding gets 0 (its output is never used)
             positions = (attention_mask.long().cumsum(-1)[:, start:] - 1).clamp(min=0)  # [B, T]
         if hooks:
-            internals.check_names(self.hook_names(), hooks)
-        logits = self._run(
-            input_ids, positions, cache, start, Mask.for_call(T, start, attention_mask, device), Hook(hooks)
-        )
+            check_names(self.hook_names(), hooks)
+        logits = self.run(input_ids, positions, Mask.for_call(T, start, attention_mask, device), cache, Hook(hooks))
         if cache is not None:
-            cache.length = start + T
-        return logits
+            cache.advance(T)
+        if labels is None:
+            return logits
+        if labels.shape != (B, T):
+            raise ValueError(f"labels must have input_ids' shape {[B, T]}, got {list(labels.shape)}")
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+        return Output(loss, logits)
 
-    def _run(self, input_ids, positions, cache: KVCache | None, start, mask: Mask, hook: Hook) -> torch.Tensor:
+    def run(self, input_ids, positions, mask: Mask, cache: KVCache | None, hook: Hook) -> torch.Tensor:
         """The model itself: embeddings, blocks, final LayerNorm, LM head. Logits [B, T, V]."""
         token_embed = hook("hook_embed", self.wte(input_ids))  # [B, T, C]
         x = token_embed + hook("hook_pos_embed", self.wpe(positions).expand_as(token_embed))
-        for i, block in enumerate(self.h):
-            layer_cache = (cache.keys[i], cache.values[i]) if cache is not None else None
-            x = block(x, layer_cache, start, mask, hook)
-        return self.unembed(layer_norm(self.ln_f, x, hook, "ln_final."))
+        for block in self.h:
+            x = block(x, mask, cache, hook)
+        return self.lm_head(layer_norm(self.ln_f, x, hook, "ln_final."))
 
     @property
     def unembedding(self) -> torch.Tensor:
         """The LM head's weight [V, C]: the token embedding, unless the config unties the two."""
-        return self.wte.weight if self.config.tie_word_embeddings else self.lm_head.weight
+        return self.lm_head.weight
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         """Logits from the final normalised stream."""
-        return linear(x, self.unembedding if self.head is None else self.head)
-
-    def decode_step(self, tokens: torch.Tensor, cache: KVCache, slot: torch.Tensor, visible: torch.Tensor):
-        """Next-token logits [B, V] for one new token per row, with the same shapes at every step, so
-        that torch.compile captures it once (with CUDA graphs on a GPU): generate(compile=True).
-
-        tokens [B, 1] go into cache slot `slot` (a tensor [1]); visible [B, max_len] marks the slots
-        each row attends to: its real tokens so far, this one included. The caller keeps cache.length.
-        """
-        positions = visible.sum(dim=-1, keepdim=True) - 1  # [B, 1]: real tokens before this one
-        return self._run(tokens, positions, cache, slot, Mask(visible[:, None, None, :]), Hook(None))[:, -1]
-
-    def compiled_decode_step(self):
-        """decode_step compiled by torch.compile, once per model ("reduce-overhead": CUDA graphs on a GPU)."""
-        if self._compiled_decode_step is None:
-            self._compiled_decode_step = torch.compile(self.decode_step, mode="reduce-overhead", fullgraph=True)
-        return self._compiled_decode_step
+        return self.lm_head(x)
 
     def hook_names(self) -> list[str]:
         """Every named activation point, in the order the forward pass reaches them."""
-        names = ["hook_embed", "hook_pos_embed"]
-        for block in self.h:
-            p, a, m = block.hook_prefix, block.attn.hook_prefix, block.mlp.hook_prefix
-            names += [p + "hook_resid_pre", p + "ln1.hook_scale", p + "ln1.hook_normalized"]
-            names += [a + n for n in ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z")]
-            names += [a + "hook_result", p + "hook_attn_out", p + "hook_resid_mid"]
-            names += [p + "ln2.hook_scale", p + "ln2.hook_normalized"]
-            names += [m + "hook_pre", m + "hook_post", p + "hook_mlp_out", p + "hook_resid_post"]
-        return [*names, "ln_final.hook_scale", "ln_final.hook_normalized"]
+        return hook_names(self.config.n_layer)
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty KV cache for this model, on its device and in its dtype."""
         w = self.wte.weight
         return KVCache(self.config, batch_size, max_len or self.config.n_positions, device=w.device, dtype=w.dtype)
 
-    # model.generate(input_ids, max_new_tokens=...): the loop in minigpt2/generation/.
-    generate = generation.generate
-    stream = generation.stream
-    # Looking inside: minigpt2/internals.py.
-    run_with_cache = internals.run_with_cache
-    attention_patterns = internals.attention_patterns
-    logit_lens = internals.logit_lens
-
     def num_params(self) -> int:
-        """Parameters, counting a projection stored as int8 (not an nn.Parameter then) by its shape."""
-        quantized = [
-            m.weight for m in self.modules() if isinstance(m, nn.Linear) and not isinstance(m.weight, nn.Parameter)
-        ]
-        return sum(p.numel() for p in self.parameters()) + sum(math.prod(w.shape) for w in quantized)
+        """Parameters, each counted once: a head tied to the token embedding is wte, even stored as a copy."""
+        own_head = {id(p) for p in self.lm_head.parameters()} - {id(self.wte.weight)}
+        skip = own_head if self.config.tie_word_embeddings else set()
+        return sum(p.numel() for p in self.parameters() if id(p) not in skip)

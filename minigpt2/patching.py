@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 
 from .internals import run_with_cache
+from .model import GPT2
 
 HOOKS = {
     "resid_pre": "blocks.{}.hook_resid_pre",
@@ -32,7 +33,7 @@ HOOKS = {
 
 @torch.inference_mode()
 def activation_patching(
-    model,
+    model: GPT2,
     clean_ids: torch.Tensor,
     corrupted_ids: torch.Tensor,
     metric: Callable[[torch.Tensor], torch.Tensor],
@@ -64,7 +65,7 @@ def activation_patching(
     return values.view(shape)
 
 
-def run_patches(model, corrupted_ids, clean: dict, names: list[str], patches, metric, batch_size: int):
+def run_patches(model: GPT2, corrupted_ids, clean: dict, names: list[str], patches, metric, batch_size: int):
     """[len(patches)] metric values; a patch is (layer, head or None for all, position or None for all)."""
     T = corrupted_ids.size(1)
     prefix = model.new_cache(1, T)
@@ -77,9 +78,7 @@ def run_patches(model, corrupted_ids, clean: dict, names: list[str], patches, me
         for chunk in (indices[i : i + batch_size] for i in range(0, len(indices), batch_size)):
             n = len(chunk)
             cache = model.new_cache(n, T)
-            cache.keys[:, :, :, :start] = prefix.keys[:, :, :, :start]
-            cache.values[:, :, :, :start] = prefix.values[:, :, :, :start]
-            cache.length = start
+            cache.copy_prefix(prefix, start)
             hooks = _patching_hooks([patches[i] for i in chunk], clean, names, start)
             logits = model(corrupted_ids[:, start:].expand(n, -1), cache, hooks=hooks)[:, -1]
             values[chunk] = metric(logits).float().cpu()

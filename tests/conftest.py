@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from make_checkpoint import write_checkpoint  # noqa: E402
+from minigpt2.parity.checkpoints import write_checkpoint  # noqa: E402
 
 LOGIT_TOLERANCE = 1e-4  # max abs difference of fp32 logits against transformers
 
@@ -76,6 +78,25 @@ def fill_hub_cache(
         (repo_dir / "refs" / ref).write_text(commit)
 
 
+@pytest.fixture
+def fake_hub(tmp_path):
+    """(a FakeHub on loopback, the environment that points huggingface_hub at it with an empty HF_HOME)."""
+    from fake_hub import FakeHub
+
+    hub = FakeHub()
+    yield hub, {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
+    hub.close()
+
+
+# python -c LOAD_AND_GENERATE NAME PROMPT: minigpt2.load(NAME), then 12 greedy tokens, printed as JSON.
+LOAD_AND_GENERATE = """
+import json, sys, torch, minigpt2
+model, tokenizer = minigpt2.load(sys.argv[1])
+ids = torch.tensor([tokenizer.encode(sys.argv[2])])
+print(json.dumps(model.generate(ids, max_new_tokens=12).tolist()))
+"""
+
+
 def run_python(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """python ARGV in a fresh interpreter, so that the hub's environment variables take effect from the start."""
     return subprocess.run(
@@ -89,8 +110,20 @@ def run_script(script: str, *args: str, env: dict[str, str] | None = None) -> su
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """The loop script: python scripts/generate.py ARGS."""
-    return run_script("generate.py", *args, env=env)
+    """The loop script with ARGS: the `minigpt2` command's main() in this process, stdout and stderr
+    captured (as a pipe: no terminal), or, when env is given, python scripts/generate.py ARGS in a fresh
+    interpreter that starts with that environment."""
+    if env is not None:
+        return run_script("generate.py", *args, env=env)
+    from minigpt2.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            code = main(list(args))
+        except SystemExit as exit:  # argparse's --help and its errors
+            code = exit.code
+    return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
 
 
 # Prompts of different lengths: one left-padded batch.

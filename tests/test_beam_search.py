@@ -10,7 +10,6 @@ from conftest import run_cli
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from minigpt2 import Tokenizer
-from minigpt2.generation.beam import reorder_rows
 
 NEW_TOKENS = 20
 
@@ -105,7 +104,7 @@ def test_the_cache_follows_the_beams_in_place_copying_only_rows_that_change(mode
     ]:
         expected_keys = cache.keys[:, parents].clone()
         with CountCopies() as counted:
-            reorder_rows(cache, parents)
+            cache.reorder(parents)
         assert torch.equal(cache.keys[:, :, :, :30], expected_keys[:, :, :, :30])
         assert counted.bytes == rows_written * row_bytes, parents
     assert cache.keys.data_ptr() == storage  # the same memory throughout: reordered in place

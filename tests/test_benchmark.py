@@ -2,7 +2,7 @@
 
 import json
 
-import llama_peer  # scripts/, on the path through conftest
+from bench import peers  # scripts/, on the path through conftest
 from conftest import run_script
 
 
@@ -20,7 +20,7 @@ def test_benchmark_smoke(tiny_checkpoint, tmp_path):
         "load",
     ):
         assert line in result.stdout
-    if llama_peer.missing() is None:  # the bench extra is installed: llama.cpp runs in the same rounds
+    if peers.missing() is None:  # the bench extra is installed: llama.cpp runs in the same rounds
         assert all(f"llama.cpp {kind}" in result.stdout for kind in ("F32", "BF16", "Q8_0"))
         assert "llama.cpp Q8_0 vs llama.cpp F32: max logit difference" in result.stdout
     else:

@@ -8,13 +8,13 @@ import shutil
 
 import pytest
 import torch
-from conftest import LOGIT_TOLERANCE, fill_hub_cache, run_python
+from conftest import LOAD_AND_GENERATE, LOGIT_TOLERANCE, run_python
 from safetensors.torch import load_file
 from test_tokenizer_files import KOGPT2_CARD
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from minigpt2 import GPT2, CheckpointError, Tokenizer
-from minigpt2.checkpoint import weight_files
+from minigpt2.checkpoint import resolve
 
 NEW_TOKENS = 30
 
@@ -53,7 +53,7 @@ def assert_matches_transformers(path, text, *, dtype=None, tolerance=LOGIT_TOLER
 
 
 def test_transformers_5_fine_tune_sharded_and_resized(finetuned_checkpoint):
-    assert len(weight_files(finetuned_checkpoint)) > 1  # shards, found through model.safetensors.index.json
+    assert len(resolve(finetuned_checkpoint).weight_files()) > 1  # shards, found through model.safetensors.index.json
     ours = assert_matches_transformers(finetuned_checkpoint, "<|user|>Once upon a time<|assistant|>")
     tokenizer = Tokenizer.from_pretrained(finetuned_checkpoint)
     assert ours.config.vocab_size % 64 == 0 and ours.config.vocab_size > tokenizer.vocab_size > 1000
@@ -81,7 +81,7 @@ def test_sharded_bin_loads_the_same_weights(finetuned_checkpoint, tmp_path):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_files_keep_their_dtype(tmp_path, dtype):
     from conftest import TINY_INIT
-    from make_checkpoint import write_checkpoint
+    from minigpt2.parity.checkpoints import write_checkpoint
 
     path = write_checkpoint(tmp_path / "half", layout="finetuned", dtype=dtype, initializer_range=TINY_INIT)
     ours = GPT2.from_pretrained(path)
@@ -99,7 +99,7 @@ def test_half_precision_files_keep_their_dtype(tmp_path, dtype):
 
 
 def test_kogpt2_layout_generates_as_transformers(kogpt2_checkpoint):
-    assert [p.name for p in weight_files(kogpt2_checkpoint)] == ["pytorch_model.bin"]
+    assert [p.name for p in resolve(kogpt2_checkpoint).weight_files()] == ["pytorch_model.bin"]
     assert_matches_transformers(kogpt2_checkpoint, "옛날 옛적에 작은 마을에")
     ours = Tokenizer.from_pretrained(kogpt2_checkpoint)
     card = PreTrainedTokenizerFast.from_pretrained(kogpt2_checkpoint, **KOGPT2_CARD)
@@ -117,31 +117,17 @@ def test_a_shard_index_that_points_outside_its_folder_is_refused(finetuned_check
         GPT2.from_pretrained(target)
 
 
-RECORD_DOWNLOADS = """
-import json, torch
-import minigpt2.checkpoint as checkpoint
-from minigpt2 import GPT2, Tokenizer
-asked, download = [], checkpoint.hf_hub_download
-def recording(repo, filename, **kwargs):
-    asked.append(filename)
-    return download(repo, filename, **kwargs)
-checkpoint.hf_hub_download = recording
-model, tokenizer = GPT2.from_pretrained("someone/finetuned"), Tokenizer.from_pretrained("someone/finetuned")
-ids = torch.tensor([tokenizer.encode("<|user|>Once upon a time")])
-print(json.dumps({"asked": asked, "tokens": model.generate(ids, max_new_tokens=12).tolist()}))
-"""
-
-
-def test_sharded_hub_repo_fetches_exactly_the_shards_its_index_names(finetuned_checkpoint, tmp_path):
-    files = {p.name: p for p in finetuned_checkpoint.iterdir() if p.is_file()}
-    fill_hub_cache(tmp_path / "hf" / "hub", "someone/finetuned", files, commit="c" * 40)
-    result = run_python("-c", RECORD_DOWNLOADS, env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
+def test_sharded_hub_repo_fetches_exactly_the_shards_its_index_names(finetuned_checkpoint, fake_hub):
+    hub, env = fake_hub
+    hub.add("someone/finetuned", "c" * 40, {p.name: p for p in finetuned_checkpoint.iterdir() if p.is_file()})
+    result = run_python("-c", LOAD_AND_GENERATE, "someone/finetuned", "<|user|>Once upon a time", env=env)
     assert result.returncode == 0, result.stderr
-    got = json.loads(result.stdout)
+    fetched = [path.rsplit("/", 1)[1] for method, path in hub.requests if method == "GET" and "/resolve/" in path]
     shards = set(json.loads((finetuned_checkpoint / "model.safetensors.index.json").read_text())["weight_map"].values())
-    weights_asked = [f for f in got["asked"] if "model" in f and f != "tokenizer_config.json"]
-    assert weights_asked[:2] == ["model.safetensors", "model.safetensors.index.json"]  # the single file is absent
-    assert sorted(weights_asked[2:]) == sorted(shards)  # then each shard once, and nothing else
+    weights = [f for f in fetched if f.startswith(("model", "pytorch_model"))]
+    assert weights[0] == "model.safetensors.index.json"  # no single file in this repo: its index, then
+    assert sorted(weights[1:]) == sorted(shards)  # each shard once, and nothing else
+    assert len(fetched) == len(set(fetched))
     local = GPT2.from_pretrained(finetuned_checkpoint)
     ids = torch.tensor([Tokenizer.from_pretrained(finetuned_checkpoint).encode("<|user|>Once upon a time")])
-    assert got["tokens"] == local.generate(ids, max_new_tokens=12).tolist()
+    assert json.loads(result.stdout) == local.generate(ids, max_new_tokens=12).tolist()

@@ -8,11 +8,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, run_script
 
 
 def test_prints_the_greedy_continuation(tiny_checkpoint):
-    result = run_cli("Once upon a time", "--model", str(tiny_checkpoint), "--max-new-tokens", "20")
+    result = run_script("generate.py", "Once upon a time", "--model", str(tiny_checkpoint), "--max-new-tokens", "20")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Once upon a time") and len(result.stdout) > len("Once upon a time\n")
     assert result.stderr == ""  # progress goes to a terminal only
@@ -113,7 +113,7 @@ def test_bad_input_exits_non_zero_with_one_line_and_no_traceback(
     shutil.copytree(tiny_checkpoint, checkpoint)
     if breakage:
         breakage(checkpoint)
-    env = {"HF_HOME": str(tmp_path / "empty-hf-home"), **env}
+    env = {"HF_HOME": str(tmp_path / "empty-hf-home"), **env} if env else None  # a fresh interpreter for those
     result = run_cli("Once upon a time", *[a.replace("{ckpt}", str(checkpoint)) for a in args], env=env)
     assert result.returncode != 0
     assert result.stdout == ""

@@ -8,6 +8,7 @@ import torch
 from conftest import run_cli
 
 from minigpt2 import GPT2, Tokenizer
+from minigpt2.checkpoint import resolve
 from minigpt2.gguf import export_checkpoint, vocabulary
 
 gguf = pytest.importorskip("gguf", reason="needs the gguf package (the test and bench extras)")
@@ -51,17 +52,17 @@ def test_the_file_holds_the_checkpoint_under_llama_cpp_names(tiny_checkpoint, ex
 
 
 def test_the_vocabulary_is_the_tokenizers(tiny_checkpoint, kogpt2_checkpoint):
-    tokens, merges, special = vocabulary(str(tiny_checkpoint))
+    tokens, merges, special = vocabulary(resolve(tiny_checkpoint))
     tokenizer = Tokenizer.from_pretrained(str(tiny_checkpoint))
     assert len(tokens) == tokenizer.vocab_size and special == [tokenizer.eos_token_id]
     assert tokens[tokenizer.eos_token_id] == "<|endoftext|>" and all(len(m.split(" ")) == 2 for m in merges)
     with pytest.raises(ValueError, match="only GPT-2's byte-level BPE"):
-        vocabulary(str(kogpt2_checkpoint))
+        vocabulary(resolve(kogpt2_checkpoint))
 
 
 def test_llama_cpp_reads_it_back(tiny_checkpoint, exported):
     pytest.importorskip("llama_cpp", reason='llama.cpp is the bench extra: pip install -e ".[bench]"')
-    from llama_peer import Peer  # the benchmark's peer: scripts/, on the path through conftest
+    from bench.peers import Peer  # the benchmark's peer: scripts/, on the path through conftest
 
     model, tokenizer = GPT2.from_pretrained(str(tiny_checkpoint)), Tokenizer.from_pretrained(str(tiny_checkpoint))
     ids = tokenizer.encode(PROMPT)

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 from conftest import LOGIT_TOLERANCE, TINY_INIT
-from make_checkpoint import write_checkpoint
+from minigpt2.parity.checkpoints import write_checkpoint
 from transformers import GPT2LMHeadModel
 
 from minigpt2 import GPT2, GPT2Config

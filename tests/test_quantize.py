@@ -10,27 +10,44 @@ import torch.nn.functional as F
 from conftest import run_cli, run_python
 
 from minigpt2 import GPT2, Tokenizer
-from minigpt2.quantize import Int8Weight
+from minigpt2.quantize import Int8Linear, quantize_rows
 
 
 def test_per_channel_symmetric_int8_round_trip():
     torch.manual_seed(0)
     weight = torch.randn(3000, 96) * torch.rand(3000, 1)  # rows of very different sizes
     weight[7] = 0  # a row of zeros must not divide by zero
-    q = Int8Weight(weight)
-    assert q.q.dtype == torch.int8 and q.q.shape == weight.shape and int(q.q.abs().max()) == 127
-    assert torch.equal(q.scale, (weight.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny))
-    error = (q.dequantize() - weight).abs()
-    assert (error <= q.scale[:, None] / 2 + 1e-7).all()  # each weight within half a step of its row
-    assert q.dequantize()[7].abs().max() == 0
+    q, scales = quantize_rows(weight)
+    assert q.dtype == torch.int8 and q.shape == weight.shape and int(q.abs().max()) == 127
+    assert torch.equal(scales, (weight.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny))
+    dequantized = q.float() * scales[:, None]
+    error = (dequantized - weight).abs()
+    assert (error <= scales[:, None] / 2 + 1e-7).all()  # each weight within half a step of its row
+    assert dequantized[7].abs().max() == 0
+
+
+def int8_linear(weight, bias):
+    module = Int8Linear(weight.size(1), weight.size(0))
+    module.qweight.data, module.scales = quantize_rows(weight)
+    module.bias.data = bias
+    return module
+
+
+def test_an_int8_linear_is_a_module_that_moves_saves_and_counts_its_weights():
+    torch.manual_seed(2)
+    q = int8_linear(torch.randn(64, 32), torch.randn(64))
+    assert set(q.state_dict()) == {"qweight", "scales", "bias"}
+    assert sum(p.numel() for p in q.parameters()) == 64 * 32 + 64  # the int8 rows and the bias
+    assert q.to("meta").qweight.is_meta and q.scales.is_meta  # .to() moves the weight and its scales
 
 
 def test_the_int8_product_is_bf16_activations_times_int8_rows_then_the_scales():
     torch.manual_seed(1)
     weight, bias, x = torch.randn(256, 128) * 0.05, torch.randn(256), torch.randn(2, 5, 128)
-    q = Int8Weight(weight)
-    got = q.linear(x, bias)
-    exact = F.linear(x.bfloat16().float(), q.q.float()).bfloat16().float() * q.scale + bias
+    q = int8_linear(weight, bias)
+    with torch.no_grad():
+        got = q(x)
+    exact = F.linear(x.bfloat16().float(), q.qweight.float()).bfloat16().float() * q.scales + bias
     torch.testing.assert_close(got, exact, rtol=0, atol=1e-5)
     relative = ((got - F.linear(x, weight, bias)).abs().max() / F.linear(x, weight, bias).abs().max()).item()
     print(f"\none int8 product against fp32: {relative:.2%} of the largest output")
@@ -39,7 +56,7 @@ def test_the_int8_product_is_bf16_activations_times_int8_rows_then_the_scales():
 
 def test_an_int8_model_stays_close_to_fp32(tiny_checkpoint):
     fp32, int8 = GPT2.from_pretrained(tiny_checkpoint), GPT2.from_pretrained(tiny_checkpoint, quantize="int8")
-    assert isinstance(int8.h[0].mlp.c_fc.weight, Int8Weight) and isinstance(int8.head, Int8Weight)
+    assert isinstance(int8.h[0].mlp.c_fc, Int8Linear) and isinstance(int8.lm_head, Int8Linear)
     assert int8.num_params() == fp32.num_params()
     tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
     ids = torch.tensor([tokenizer.encode("Once upon a time, there was a little girl who lived in a village")])
@@ -78,8 +95,7 @@ print(peak() - before)
     assert result.returncode == 0, result.stderr
     growth = int(result.stdout.split()[-1])
     model = GPT2.from_pretrained(medium_checkpoint, quantize="int8")
-    int8 = [model.head, *(m.weight for m in model.modules() if isinstance(getattr(m, "weight", None), Int8Weight))]
-    kept = sum(w.q.numel() + 4 * w.scale.numel() for w in int8) + sum(p.numel() * 4 for p in model.parameters())
+    kept = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     fp32_sizes = [p.numel() * 4 for p in GPT2.from_pretrained(medium_checkpoint).parameters()]
     largest, fp32 = max(fp32_sizes), sum(fp32_sizes)  # the largest: the token embedding, kept for lookups
     print(

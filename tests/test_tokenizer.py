@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from make_checkpoint import SAMPLE_TEXTS
+from minigpt2.parity.checkpoints import SAMPLE_TEXTS
 from transformers import AutoTokenizer, GPT2Tokenizer
 
 from minigpt2 import CheckpointError, Tokenizer

@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from make_checkpoint import SAMPLE_TEXTS
+from minigpt2.parity.checkpoints import SAMPLE_TEXTS
 from test_tokenizer import UNSEEN_TEXTS
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 

@@ -1,17 +1,15 @@
 """The `minigpt2` command: the loop script (generate.py), `minigpt2 explore` (explore.py), `minigpt2 export`
-(export.py) and `minigpt2 parity` (scripts/parity.py). Every failure the user can fix is one line on stderr."""
+(export.py) and `minigpt2 parity` (minigpt2/parity/). Every failure the user can fix is one line on stderr."""
 
 from __future__ import annotations
 
 import os
-import runpy
 import sys
-from pathlib import Path
 
 from huggingface_hub.utils import logging as hf_logging
 
+from .. import parity
 from ..checkpoint import CheckpointError
-from ..linear import onednn_matmuls
 from . import explore, export, generate
 
 SUBCOMMANDS = {"explore": explore, "export": export}
@@ -20,8 +18,8 @@ SUBCOMMANDS = {"explore": explore, "export": export}
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # `minigpt2 parity MODEL`, `minigpt2 explore PROMPT`, ...; to continue the word itself: `minigpt2 -- parity`
-    if argv[:1] == ["parity"]:
-        return _parity(argv[1:])
+    if argv[:1] == ["parity"]:  # its own exit codes: 0 pass, 1 a figure past its threshold, 2 could not run
+        return parity.main(argv[1:])
     if argv[:1] and argv[0] in SUBCOMMANDS:
         command, prog, argv = SUBCOMMANDS[argv[0]], f"minigpt2 {argv[0]}", argv[1:]
     else:
@@ -29,8 +27,7 @@ def main(argv=None) -> int:
     args = command.build_parser().parse_args(argv)
     hf_logging.set_verbosity_error()  # the hub's retry warnings would bury the one line that explains a failure
     try:
-        with onednn_matmuls(args.onednn):
-            command.run(args)
+        command.run(args)
     except BrokenPipeError:  # the reader stopped early (| head): stop quietly, as a command killed by SIGPIPE
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit flush does not fail
         return 141
@@ -40,14 +37,3 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
-
-
-def _parity(argv: list[str]) -> int:
-    """The parity report lives in scripts/parity.py: it needs transformers, which minigpt2 itself never imports."""
-    script = Path(__file__).resolve().parents[2] / "scripts" / "parity.py"
-    if not script.is_file():
-        print(
-            "minigpt2: error: `minigpt2 parity` runs scripts/parity.py from a clone of the repository", file=sys.stderr
-        )
-        return 2
-    return runpy.run_path(str(script), run_name="minigpt2_parity")["main"](argv)

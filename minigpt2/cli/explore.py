@@ -12,10 +12,11 @@ from .options import (
     DEFAULT_PROMPT,
     Parser,
     add_control_options,
-    add_model_options,
+    add_length_options,
+    add_load_options,
     add_sampling_options,
-    generation_options,
-    load,
+    generation_config,
+    load_from_args,
     positive_int,
     status,
 )
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--candidates", metavar="K", type=positive_int, default=10, help="next tokens listed at each step (default: 10)"
     )
-    add_model_options(p)
+    add_load_options(p)
+    add_length_options(p)
     add_sampling_options(p)
     add_control_options(p)
     return p
@@ -50,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     check_writable(args.output)  # before a model is loaded
-    model, tokenizer = load(args)
+    model, tokenizer = load_from_args(args)
     numbers = itertools.count(1)
 
     def progress(step):
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> None:
         candidates=args.candidates,
         model_name=args.model,
         on_step=progress,
-        **generation_options(args, tokenizer),
+        config=generation_config(args, tokenizer),
     )
     status("\nreading attention, the logit lens and the attribution ...")
     size = exploration.save(args.output)

@@ -31,7 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="the 2-D weights' type; q8_0 is llama.cpp's 8-bit blocks (default: f32, exact)",
     )
     p.add_argument("--revision", metavar="REV", help="hub branch, tag or commit to load (default: main)")
-    p.set_defaults(onednn=False)
     return p
 
 

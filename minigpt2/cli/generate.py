@@ -11,10 +11,11 @@ from .options import (
     DEFAULT_PROMPT,
     Parser,
     add_control_options,
-    add_model_options,
+    add_length_options,
+    add_load_options,
     add_sampling_options,
-    generation_options,
-    load,
+    generation_config,
+    load_from_args,
     positive_int,
 )
 
@@ -45,36 +46,39 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         help='text to continue; several prompts run as one padded batch (default: "Once upon a time")',
     )
-    add_model_options(p)
-    p.add_argument(
-        "--num-return-sequences", metavar="K", type=positive_int, default=1, help="rows to generate (default: 1)"
-    )
+    add_load_options(p)
+    add_length_options(p)
+    p.add_argument("--num-return-sequences", metavar="K", type=positive_int, help="rows to generate (default: 1)")
     decode = p.add_mutually_exclusive_group()
     decode.add_argument(
-        "--no-cache", action="store_true", help="feed the whole sequence every step instead of using the KV cache"
+        "--no-cache",
+        dest="use_cache",
+        action="store_false",
+        default=None,
+        help="feed the whole sequence every step instead of using the KV cache",
     )
     decode.add_argument(
         "--compile",
         action="store_true",
+        default=None,
         help="compile the decode step with torch.compile (CUDA graphs on a GPU); compiling takes a minute or more",
     )
     add_sampling_options(p)
     beams = p.add_argument_group("beam search (default: one row per prompt, no beams)")
-    beams.add_argument(
-        "--num-beams", metavar="N", type=positive_int, default=1, help="keep the N best sequences (default: 1)"
-    )
+    beams.add_argument("--num-beams", metavar="N", type=positive_int, help="keep the N best sequences (default: 1)")
     beams.add_argument(
         "--length-penalty",
         metavar="F",
         type=float,
-        default=1.0,
         help="finished beams score log-probability / length**F; above 0 favours longer ones (default: 1)",
     )
     beams.add_argument(
         "--early-stopping",
-        choices=["true", "false", "never"],
-        default="false",
-        help="stop when N beams have finished (true), when more look unlikely to help (false), or never",
+        type=lambda text: {"true": True, "false": False}.get(text, text),
+        choices=[True, False, "never"],
+        metavar="{true,false,never}",
+        help="stop when N beams have finished (true), when more look unlikely to help (false), or never "
+        "(default: false)",
     )
     add_control_options(p)
     p.add_argument(
@@ -95,22 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    model, tokenizer = load(args)
+    model, tokenizer = load_from_args(args)
+    config = generation_config(args, tokenizer)
     prompts = args.prompts or [DEFAULT_PROMPT]
     input_ids, attention_mask = tokenizer.encode_batch(prompts)
-    steps = model.stream(
-        input_ids,
-        attention_mask=attention_mask,
-        num_return_sequences=args.num_return_sequences,
-        num_beams=args.num_beams,
-        length_penalty=args.length_penalty,
-        early_stopping={"true": True, "false": False, "never": "never"}[args.early_stopping],
-        use_cache=not args.no_cache,
-        compile=args.compile,
-        tokenizer=tokenizer,
-        **generation_options(args, tokenizer),
-    )
-    rows, beams = len(prompts) * args.num_return_sequences, args.num_beams > 1
+    steps = model.stream(input_ids, config=config, attention_mask=attention_mask, tokenizer=tokenizer)
+    per_prompt = config.num_return_sequences
+    rows, beams = len(prompts) * per_prompt, config.beams
     explain = (_beam_explainer if beams else _explainer)(tokenizer, args.explain) if args.explain else None
     stream = (
         sys.stdout.isatty() and rows == 1 and not args.explain and not beams if args.stream is None else args.stream
@@ -122,7 +117,7 @@ def run(args: argparse.Namespace) -> None:
 
     def continuation(new_tokens, row):
         """The text of a row's new tokens, continuing its prompt's (pieces, as they arrive)."""
-        prompt = row // args.num_return_sequences
+        prompt = row // per_prompt
         prompt_ids = input_ids[prompt][attention_mask[prompt] == 1].tolist()
         return tokenizer.decode_stream(_until_eos(new_tokens, tokenizer.eos_token_id), after=prompt_ids)
 
@@ -142,7 +137,7 @@ def run(args: argparse.Namespace) -> None:
     sequences, _ = run_to_end(steps, explain)
     for i in range(rows):
         new_tokens = sequences[i, input_ids.size(1) :].tolist()
-        text = prompts[i // args.num_return_sequences] + "".join(continuation(new_tokens, i))
+        text = prompts[i // per_prompt] + "".join(continuation(new_tokens, i))
         print(f"{i}: {text}" if rows > 1 else text)
 
 

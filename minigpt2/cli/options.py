@@ -1,20 +1,24 @@
-"""What the loop script and `minigpt2 explore` share: the model options, the generation options, their
-checks, and loading."""
+"""What the commands share: the model options, the generation options, their checks, and loading.
+
+Each generation option's argparse dest is its GenerationConfig field, left None when not given, so that
+the value the CLI builds holds exactly what the command line says over the model's own defaults.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
-import torch
-
+from ..generation import GenerationConfig
+from ..loading import DTYPES, load
 from ..model import GPT2
 from ..tokenizer import Tokenizer
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_NEW_TOKENS = 40
 DEFAULT_PROMPT = "Once upon a time"
+GENERATION_FIELDS = {f.name for f in dataclasses.fields(GenerationConfig)}
 
 
 class Parser(argparse.ArgumentParser):
@@ -36,15 +40,16 @@ def positive_int(text: str) -> int:
     return _at_least(1, text)
 
 
-def _non_negative_int(text: str) -> int:
+def non_negative_int(text: str) -> int:
     return _at_least(0, text)
 
 
-def _non_negative_float(text: str) -> float:
-    return _at_least(0, text, float, "a number")  # temperature > 0 and top_p <= 1 are generate()'s checks
+def non_negative_float(text: str) -> float:
+    return _at_least(0, text, float, "a number")  # temperature > 0 and top_p <= 1 are GenerationConfig's checks
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
+def add_load_options(p: argparse.ArgumentParser) -> None:
+    """--model, --revision, --device, --dtype, --quantize and --fast: LoadOptions'."""
     p.add_argument(
         "--model",
         metavar="NAME_OR_PATH",
@@ -52,11 +57,6 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         help="official name (gpt2, gpt2-medium, ...), hub repo org/name, or local path",
     )
     p.add_argument("--revision", metavar="REV", help="hub branch, tag or commit to load (default: main)")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument(
-        "--max-new-tokens", metavar="N", type=positive_int, help=f"tokens to add (default: {DEFAULT_NEW_TOKENS})"
-    )
-    length.add_argument("--max-length", metavar="N", type=positive_int, help="total length in tokens, prompt included")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' dtype (default: float32)")
     p.add_argument(
@@ -66,6 +66,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "approximate)",
     )
     p.add_argument(
+        "--fast",
         "--onednn",
         action="store_true",
         help="on the CPU, decode with oneDNN's matrix products, fp32 weights copied to their layout at load: "
@@ -73,22 +74,29 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_length_options(p: argparse.ArgumentParser) -> None:
+    length = p.add_mutually_exclusive_group()
+    length.add_argument(
+        "--max-new-tokens", metavar="N", type=positive_int, help=f"tokens to add (default: {DEFAULT_NEW_TOKENS})"
+    )
+    length.add_argument("--max-length", metavar="N", type=positive_int, help="total length in tokens, prompt included")
+
+
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
     sampling = p.add_argument_group("sampling (default: greedy)")
-    sampling.add_argument("--do-sample", action="store_true", help="draw each token instead of taking the argmax")
     sampling.add_argument(
-        "--temperature",
-        metavar="T",
-        type=_non_negative_float,
-        help="divide the scores by T before drawing (default: 1)",
+        "--do-sample", action="store_true", default=None, help="draw each token instead of taking the argmax"
     )
     sampling.add_argument(
-        "--top-k", metavar="K", type=_non_negative_int, help="draw from the K best (default: 50; 0: all)"
+        "--temperature", metavar="T", type=non_negative_float, help="divide the scores by T before drawing (default: 1)"
+    )
+    sampling.add_argument(
+        "--top-k", metavar="K", type=non_negative_int, help="draw from the K best (default: 50; 0: all)"
     )
     sampling.add_argument(
         "--top-p",
         metavar="P",
-        type=_non_negative_float,
+        type=non_negative_float,
         help="draw from the smallest set with probability P (default: 1)",
     )
     sampling.add_argument("--seed", metavar="N", type=int, help="seed the draws, for the same text every run")
@@ -99,53 +107,42 @@ def add_control_options(p: argparse.ArgumentParser) -> None:
     controls.add_argument(
         "--repetition-penalty",
         metavar="F",
-        type=_non_negative_float,
+        type=non_negative_float,
         help="divide the scores of tokens already in the text by F (above 1 discourages them)",
     )
     controls.add_argument(
         "--no-repeat-ngram-size", metavar="N", type=positive_int, help="never repeat a run of N tokens"
     )
-    controls.add_argument("--min-new-tokens", metavar="N", type=_non_negative_int, help="hold eos back for N tokens")
+    controls.add_argument("--min-new-tokens", metavar="N", type=non_negative_int, help="hold eos back for N tokens")
     controls.add_argument(
         "--stop",
+        dest="stop_strings",
         metavar="TEXT",
         action="append",
         help="stop a row once TEXT appears in what it generates (repeat for several)",
     )
 
 
-def generation_options(args: argparse.Namespace, tokenizer: Tokenizer) -> dict:
-    """generate()'s keyword arguments from the options above (stop strings need tokenizer= too)."""
-    max_new_tokens = args.max_new_tokens
-    if args.max_length is None and max_new_tokens is None:
-        max_new_tokens = DEFAULT_NEW_TOKENS
-    return dict(
-        max_new_tokens=max_new_tokens,
-        max_length=args.max_length,
-        eos_token_id=tokenizer.eos_token_id,
-        do_sample=args.do_sample,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
-        repetition_penalty=args.repetition_penalty,
-        no_repeat_ngram_size=args.no_repeat_ngram_size,
-        min_new_tokens=args.min_new_tokens,
-        stop_strings=args.stop,
-    )
+def generation_config(args: argparse.Namespace, tokenizer: Tokenizer) -> GenerationConfig:
+    """The GenerationConfig the command line asks for: the options given, eos from the tokenizer, and
+    DEFAULT_NEW_TOKENS when no length is given."""
+    given = {name: value for name, value in vars(args).items() if name in GENERATION_FIELDS and value is not None}
+    if "max_new_tokens" not in given and "max_length" not in given:
+        given["max_new_tokens"] = DEFAULT_NEW_TOKENS
+    given.setdefault("eos_token_id", tokenizer.eos_token_id)
+    return GenerationConfig.build(**given)
 
 
-def load(args: argparse.Namespace) -> tuple[GPT2, Tokenizer]:
+def load_from_args(args: argparse.Namespace) -> tuple[GPT2, Tokenizer]:
     started = time.perf_counter()
     status(f"loading {args.model} ...")
-    tokenizer = Tokenizer.from_pretrained(args.model, revision=args.revision)
-    model = GPT2.from_pretrained(
+    model, tokenizer = load(
         args.model,
-        device=args.device,
-        dtype=DTYPES[args.dtype],
         revision=args.revision,
+        device=args.device,
+        dtype=args.dtype,
         quantize=args.quantize,
-        contiguous=args.onednn,
+        fast=args.fast,
     )
     status(f"loaded {model.num_params() / 1e6:.1f}M parameters in {time.perf_counter() - started:.1f}s; generating ...")
     return model, tokenizer

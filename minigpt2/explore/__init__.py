@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from ..attribution import decompose_resid, logit_contributions
-from ..generation import run_to_end
+from ..generation import GenerationConfig, run_to_end
 from ..internals import run_with_cache
 from ..output import check_writable, write_atomically
 
@@ -78,12 +78,13 @@ def explore(
     candidates: int = 10,
     model_name: str = "",
     on_step=None,
+    config: GenerationConfig | None = None,
     **options,
 ) -> Exploration:
     """Generate from prompt as model.generate() would, then gather what the page shows.
 
     options: generate()'s, e.g. max_new_tokens=40, do_sample=True, seed=1, repetition_penalty=1.2
-    (one row: no beams, no num_return_sequences). candidates: how many next tokens each step lists.
+    (one row: no beams, no num_return_sequences), over `config` if one is given. candidates: how many next tokens each step lists.
     output: a path to write the page to (checked before the model runs), or None to write it later
     with .save(path). on_step(step): called as each token arrives, e.g. to show progress.
     """
@@ -91,12 +92,15 @@ def explore(
         check_writable(output)
     if candidates < 1:
         raise ValueError(f"candidates must be at least 1, got {candidates}")
-    if options.get("num_beams", 1) > 1 or options.get("num_return_sequences", 1) > 1:
+    if config is None:
+        config = GenerationConfig.build(**{"eos_token_id": tokenizer.eos_token_id, **options})
+    elif options:
+        config = config.replace(**options)
+    if config.beams or config.num_return_sequences > 1:
         raise ValueError("the page follows one row step by step: drop num_beams and num_return_sequences")
     input_ids, _ = tokenizer.encode_batch([prompt])
     input_ids = input_ids.to(model.wte.weight.device)
     prompt_len = input_ids.size(1)
-    options.setdefault("eos_token_id", tokenizer.eos_token_id)
 
     picked, top_ids, top_probs, picked_probs = [], [], [], []
 
@@ -112,7 +116,7 @@ def explore(
             on_step(step)
 
     with torch.inference_mode():
-        run_to_end(model.stream(input_ids, tokenizer=tokenizer, **options), keep)
+        run_to_end(model.stream(input_ids, config=config, tokenizer=tokenizer), keep)
     if not picked:
         raise ValueError("the generation added no tokens; ask for at least one (max_new_tokens=1 or more)")
     tokens = input_ids[0].tolist() + picked

@@ -20,41 +20,18 @@ from .steps import Step
 FAR_BELOW = -1.0e9  # the score that rules a candidate out, as transformers uses it
 
 
-def check(num_beams, num_return_sequences, do_sample, compile, length_penalty, early_stopping) -> bool:
-    """Whether beam search is asked for; a clear error where the arguments do not fit it."""
-    if not isinstance(num_beams, int) or num_beams < 1:
-        raise ValueError(f"num_beams must be a whole number of at least 1, got {num_beams!r}")
-    if early_stopping not in (True, False, "never"):
-        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
-    if num_beams == 1:
-        return False
-    if num_return_sequences > num_beams:
-        raise ValueError(
-            f"num_return_sequences ({num_return_sequences}) can be at most num_beams ({num_beams}): "
-            "beam search returns its best beams"
-        )
-    if do_sample:
-        raise ValueError("beam search draws nothing: give num_beams > 1 or do_sample=True, not both")
-    if compile:
-        raise ValueError("compile=True compiles greedy and sampling steps; beam search runs without it")
-    if not isinstance(length_penalty, (int, float)):
-        raise ValueError(f"length_penalty must be a number, got {length_penalty!r}")
-    return True
-
-
 @torch.inference_mode()
-def search(
-    out, T, num_beams, next_logits, process, cache, *, eos_token_id, length_penalty, early_stopping,
-    num_return_sequences, stops, padding,
-):  # fmt: skip
-    """out [B * num_beams, total]: each prompt num_beams times, then the fill value (pad) to the end;
-    padding [B * num_beams]: each row's left padding.
+def search(run):
+    """run: a generation.Run whose rows are each prompt num_beams times (run.out [B * num_beams, total]).
 
     Yields a Step per new token; returns (sequences [B * num_return_sequences, T + n], their scores).
     """
+    config, out, T, stops, cache = run.config, run.out, run.prompt_length, run.stops, run.cache
+    num_beams, length_penalty, early_stopping = config.num_beams, config.length_penalty, config.early_stopping
+    eos = torch.tensor(config.eos_ids, device=out.device)
     total = out.size(1)
     B = out.size(0) // num_beams
-    keep = max(2, 1 + (eos_token_id is not None)) * num_beams  # candidates kept each step
+    keep = max(2, 1 + len(config.eos_ids)) * num_beams  # candidates kept each step
     among_best = torch.arange(keep, device=out.device) < num_beams  # [keep]: the first num_beams candidates
     running = out.view(B, num_beams, total).clone()  # [B, beams, total]
     running_scores = torch.zeros(B, num_beams, device=out.device)
@@ -65,15 +42,15 @@ def search(
     full = torch.zeros(B, num_beams, dtype=torch.bool, device=out.device)  # which finished slots hold one
     improvable = torch.ones(B, 1, dtype=torch.bool, device=out.device)  # can a running beam still do better?
     rows = torch.arange(B, device=out.device)[:, None]
-    candidate_padding = padding.view(B, num_beams)[:, :1].expand(B, keep).reshape(-1)  # a prompt's beams share it
+    candidate_padding = run.padding.view(B, num_beams)[:, :1].expand(B, keep).reshape(-1)  # a prompt's beams share it
 
     for cur in range(T, total):
         sequences = running.view(B * num_beams, total)[:, :cur]
-        logits = next_logits(sequences)  # [B * beams, V]
+        logits = run.next_logits(sequences)  # [B * beams, V]
         V = logits.size(-1)
         log_probs = logits.float().log_softmax(dim=-1)
-        if process is not None:
-            log_probs = process(sequences, log_probs)
+        if run.process is not None:
+            log_probs = run.process(sequences, log_probs)
         summed = (log_probs.view(B, num_beams, V) + running_scores[:, :, None]).view(B, num_beams * V)
         candidate_scores, candidates = summed.topk(keep)  # [B, keep], best first
         parent = candidates // V  # [B, keep]: the beam each candidate continues
@@ -81,8 +58,8 @@ def search(
         candidate_sequences[:, :, cur] = candidates % V
         flat = candidate_sequences.view(B * keep, total)[:, : cur + 1]
         ends = torch.full((B * keep,), cur + 1 >= total, device=out.device)  # the length limit
-        if eos_token_id is not None:
-            ends |= flat[:, -1] == eos_token_id
+        if eos.numel():
+            ends |= torch.isin(flat[:, -1], eos)
         if stops:
             ends |= stopping.any_met(stops, flat, candidate_padding)
         ends = ends.view(B, keep)
@@ -112,7 +89,7 @@ def search(
 
         flat_parents = (parents + rows * num_beams).view(-1)  # [B * beams]: rows of the last step
         if cache is not None:
-            reorder_rows(cache, flat_parents.tolist())
+            cache.reorder(flat_parents.tolist())
         tokens = running[:, :, cur].reshape(-1)
         yield Step(
             tokens=tokens,
@@ -134,27 +111,7 @@ def search(
         if not bool(improvable.any()) or all_full or all_ended:
             break
 
-    sequences = finished[:, :num_return_sequences].reshape(B * num_return_sequences, total)
-    generated = int(finished_lengths[:, :num_return_sequences].max()) if total > T else 0
-    return sequences[:, : T + generated], finished_scores[:, :num_return_sequences].reshape(-1)
-
-
-def reorder_rows(cache, parents: list[int]) -> None:
-    """Row i of the cache becomes what row parents[i] was, in place. Rows that keep their beam are not
-    touched, and a row is overwritten only once no other row still has to be copied from it; rows that
-    swap (a cycle) set one row aside, the only copy beyond the rows that change."""
-    keys, values = cache.keys[:, :, :, : cache.length], cache.values[:, :, :, : cache.length]  # [L, R, H, S, D]
-    pending = {row: p for row, p in enumerate(parents) if p != row}  # row -> the row (or saved copy) it becomes
-    while pending:
-        still_read = {source for source in pending.values() if isinstance(source, int)}
-        ready = [row for row in pending if row not in still_read]
-        if not ready:  # only cycles are left: set one row aside, and let its readers copy from that
-            row = next(iter(pending))
-            saved = (keys[:, row].clone(), values[:, row].clone())
-            pending = {r: saved if source == row else source for r, source in pending.items()}
-            continue
-        for row in ready:
-            source = pending.pop(row)
-            k, v = (keys[:, source], values[:, source]) if isinstance(source, int) else source
-            keys[:, row] = k
-            values[:, row] = v
+    n = config.num_return_sequences
+    sequences = finished[:, :n].reshape(B * n, total)
+    generated = int(finished_lengths[:, :n].max()) if total > T else 0
+    return sequences[:, : T + generated], finished_scores[:, :n].reshape(-1)

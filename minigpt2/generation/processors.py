@@ -12,52 +12,32 @@ from collections.abc import Callable
 
 import torch
 
+from .config import GenerationConfig
+
 DEFAULT_TOP_K = 50  # transformers' default when sampling; top_k=0 turns it off
 
 Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (sequences [B, t], scores [B, V]) -> scores
 
 
 def processors(
-    *,
-    vocab_size: int,
-    prompt_length: int,
-    total_length: int,
-    padding: torch.Tensor,
-    eos_token_id: int | None,
-    repetition_penalty: float | None = None,
-    no_repeat_ngram_size: int | None = None,
-    bad_words_ids: list[list[int]] | None = None,
-    min_length: int | None = None,
-    min_new_tokens: int | None = None,
-    forced_eos_token_id: int | None = None,
+    config: GenerationConfig, *, vocab_size: int, prompt_length: int, total_length: int, padding: torch.Tensor
 ) -> list[Processor]:
-    """The processors asked for, checked, in the order transformers applies them.
-    padding [R]: each row's left padding, which the repetition penalty leaves alone (as transformers does)."""
+    """The processors the config asks for, in the order transformers applies them. padding [R]: each row's
+    left padding, which the repetition penalty leaves alone (as transformers does)."""
     chain = []
-    if repetition_penalty is not None and repetition_penalty != 1.0:
-        if not repetition_penalty > 0:
-            raise ValueError(f"repetition_penalty must be above 0 (1 is none), got {repetition_penalty}")
-        chain.append(lambda seqs, scores: _penalize_repetition(seqs, scores, repetition_penalty, padding))
-    if no_repeat_ngram_size is not None and no_repeat_ngram_size != 0:
-        if not no_repeat_ngram_size > 0:
-            raise ValueError(f"no_repeat_ngram_size must be 1 or more, got {no_repeat_ngram_size}")
-        chain.append(lambda seqs, scores: _ban_repeated_ngrams(seqs, scores, no_repeat_ngram_size))
-    if bad_words_ids is not None:
-        chain.append(_bad_words(bad_words_ids, eos_token_id, vocab_size))
-    for name, value, length in (
-        ("min_length", min_length, lambda seqs: seqs.size(1)),
-        ("min_new_tokens", min_new_tokens, lambda seqs: seqs.size(1) - prompt_length),
-    ):
-        if value:
-            if eos_token_id is None:
-                raise ValueError(f"{name} holds the eos token back, so it needs eos_token_id")
-            chain.append(_hold_back_eos(value, length, eos_token_id))
-    if forced_eos_token_id is not None:
-        if not 0 <= forced_eos_token_id < vocab_size:
-            raise ValueError(
-                f"forced_eos_token_id {forced_eos_token_id} is outside the vocabulary (0..{vocab_size - 1})"
-            )
-        chain.append(_force_eos_last(total_length, forced_eos_token_id))
+    if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
+        penalty = config.repetition_penalty
+        chain.append(lambda seqs, scores: _penalize_repetition(seqs, scores, penalty, padding))
+    if config.no_repeat_ngram_size:
+        chain.append(lambda seqs, scores: _ban_repeated_ngrams(seqs, scores, config.no_repeat_ngram_size))
+    if config.bad_words_ids is not None:
+        chain.append(_bad_words(config.bad_words_ids, config.eos_ids, vocab_size))
+    if config.min_length:
+        chain.append(_hold_back_eos(config.min_length, lambda seqs: seqs.size(1), config.eos_ids))
+    if config.min_new_tokens:
+        chain.append(_hold_back_eos(config.min_new_tokens, lambda seqs: seqs.size(1) - prompt_length, config.eos_ids))
+    if config.forced_eos_token_id is not None:
+        chain.append(_force_eos_last(total_length, config.forced_eos_token_id))
     return chain
 
 
@@ -93,19 +73,11 @@ def _ban_repeated_ngrams(sequences, scores, n: int):
     return scores.masked_fill(banned[:, :-1], float("-inf"))
 
 
-def _bad_words(bad_words_ids, eos_token_id, vocab_size) -> Processor:
+def _bad_words(bad_words_ids, eos_ids: tuple[int, ...], vocab_size: int) -> Processor:
     """A bad word's last token gets -inf where the row ends in the rest of it (always, for one-token words)."""
-    if (
-        not isinstance(bad_words_ids, (list, tuple))
-        or not bad_words_ids
-        or not all(isinstance(w, (list, tuple)) and w for w in bad_words_ids)
-    ):
-        raise ValueError(
-            "bad_words_ids must be a non-empty list of non-empty lists of token ids, e.g. [[318], [40, 1101]]"
-        )
-    if not all(isinstance(t, int) and 0 <= t < vocab_size for w in bad_words_ids for t in w):
+    if not all(0 <= t < vocab_size for w in bad_words_ids for t in w):
         raise ValueError(f"bad_words_ids holds ids outside the vocabulary (0..{vocab_size - 1})")
-    words = [list(w) for w in bad_words_ids if list(w) != [eos_token_id]]  # as transformers: eos stays allowed
+    words = [list(w) for w in bad_words_ids if not (len(w) == 1 and w[0] in eos_ids)]  # as transformers: eos stays
     always = [w[0] for w in words if len(w) == 1]
     after_prefix = [(torch.tensor(w[:-1]), w[-1]) for w in words if len(w) > 1]
 
@@ -120,11 +92,11 @@ def _bad_words(bad_words_ids, eos_token_id, vocab_size) -> Processor:
     return ban
 
 
-def _hold_back_eos(minimum: int, length: Callable[[torch.Tensor], int], eos_token_id: int) -> Processor:
+def _hold_back_eos(minimum: int, length: Callable[[torch.Tensor], int], eos_ids: tuple[int, ...]) -> Processor:
     def hold(sequences, scores):
         if length(sequences) < minimum:
             scores = scores.clone()
-            scores[:, eos_token_id] = float("-inf")
+            scores[:, list(eos_ids)] = float("-inf")
         return scores
 
     return hold
@@ -156,21 +128,15 @@ def warp(scores: torch.Tensor, temperature: float = 1.0, top_k: int | None = Non
     return scores
 
 
-def sampler(temperature, top_k, top_p, seed, generator, device):
+def sampler(config: GenerationConfig, generator: torch.Generator | None, device):
     """A picker: processed scores [B, V] -> (drawn tokens [B], the warped scores they were drawn from)."""
-    temperature = 1.0 if temperature is None else temperature
-    top_k = DEFAULT_TOP_K if top_k is None else top_k
-    top_p = 1.0 if top_p is None else top_p
-    if not temperature > 0:
-        raise ValueError(f"temperature must be above 0, got {temperature}; for greedy decoding leave do_sample off")
-    if top_k < 0:
-        raise ValueError(f"top_k must be 0 (no limit) or more, got {top_k}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if seed is not None and generator is not None:
+    temperature = 1.0 if config.temperature is None else config.temperature
+    top_k = DEFAULT_TOP_K if config.top_k is None else config.top_k
+    top_p = 1.0 if config.top_p is None else config.top_p
+    if config.seed is not None and generator is not None:
         raise ValueError("give seed or generator, not both")
-    if seed is not None:
-        generator = torch.Generator(device).manual_seed(seed)
+    if config.seed is not None:
+        generator = torch.Generator(device).manual_seed(config.seed)
 
     def sample(scores):
         warped = warp(scores, temperature, top_k, top_p)

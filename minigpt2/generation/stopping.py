@@ -7,18 +7,19 @@ from collections.abc import Callable
 
 import torch
 
+from .config import GenerationConfig
+
 # (sequences [R, t], padding [R]: each row's left padding, no part of its text) -> [R] bool: the row is done
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def criteria(*, stop_strings, tokenizer, max_time: float | None, started: float) -> list[Criterion]:
+def criteria(config: GenerationConfig, tokenizer, started: float) -> list[Criterion]:
     chain = []
-    if stop_strings is not None:
-        chain.append(_stop_strings(stop_strings, tokenizer))
-    if max_time is not None:
-        if not max_time > 0:
-            raise ValueError(f"max_time must be above 0 seconds, got {max_time}")
-        chain.append(lambda sequences, _: torch.full((sequences.size(0),), time.monotonic() - started > max_time))
+    if config.stop_strings is not None:
+        chain.append(_stop_strings(config.stop_strings, tokenizer))
+    if config.max_time is not None:
+        limit = config.max_time
+        chain.append(lambda sequences, _: torch.full((sequences.size(0),), time.monotonic() - started > limit))
     return chain
 
 
@@ -32,9 +33,6 @@ def any_met(chain: list[Criterion], sequences: torch.Tensor, padding: torch.Tens
 def _stop_strings(stop_strings, tokenizer) -> Criterion:
     """Done when one of the strings appears in the row's text and reaches into its last token: it may
     start tokens earlier and end partway into the last one, as transformers' StopStringCriteria has it."""
-    stop_strings = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings)
-    if not stop_strings or not all(isinstance(s, str) and s for s in stop_strings):
-        raise ValueError("stop_strings must be a non-empty string or a list of them")
     if tokenizer is None:
         raise ValueError("stop_strings needs the tokenizer to read the text: generate(..., tokenizer=tokenizer)")
     # Every token holds at least one byte, so the last (bytes + 1) tokens hold the whole string and one

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError
+from ..checkpoint import Checkpoint, CheckpointError, resolve
 from .byte_level import ByteLevelBPE
 from .files import GPT2_DEFAULTS, ROLES, AddedToken, TokenizerFiles, read_tokenizer_files, read_vocab_and_merges
 from .hf_tokenizers import TokenizersLibrary
@@ -34,16 +34,21 @@ class Tokenizer:
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, revision: str | None = None) -> Tokenizer:
         """The tokenizer of a checkpoint: an official name, a hub repo, or a local path."""
-        return cls.from_checkpoint_files(read_tokenizer_files(name_or_path, revision))
+        return cls.from_checkpoint(resolve(name_or_path, revision))
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint) -> Tokenizer:
+        """The tokenizer of a resolved checkpoint (minigpt2.checkpoint.resolve)."""
+        return cls.from_tokenizer_files(read_tokenizer_files(checkpoint))
 
     @classmethod
     def from_files(cls, vocab_path: Path, merges_path: Path) -> Tokenizer:
         """GPT-2's tokenizer from a vocab.json and merges.txt alone (special tokens: GPT-2's defaults)."""
         vocab, merges = read_vocab_and_merges(vocab_path, merges_path)
-        return cls.from_checkpoint_files(TokenizerFiles(vocab=vocab, merges=merges, roles=dict(GPT2_DEFAULTS)))
+        return cls.from_tokenizer_files(TokenizerFiles(vocab=vocab, merges=merges, roles=dict(GPT2_DEFAULTS)))
 
     @classmethod
-    def from_checkpoint_files(cls, files: TokenizerFiles) -> Tokenizer:
+    def from_tokenizer_files(cls, files: TokenizerFiles) -> Tokenizer:
         roles = files.roles
         if files.tokenizer_json is None:
             vocab, merges = files.vocab, files.merges

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, find_file
+from ..checkpoint import Checkpoint, CheckpointError, read_json
 
 ROLES = ("bos_token", "eos_token", "unk_token", "pad_token")
 GPT2_DEFAULTS = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
@@ -51,27 +51,21 @@ class TokenizerFiles:
     model_ids: dict[str, int] = field(default_factory=dict)  # "eos_token" -> config.json's eos_token_id
 
 
-def read_tokenizer_files(name_or_path, revision: str | None = None) -> TokenizerFiles:
+def read_tokenizer_files(checkpoint: Checkpoint) -> TokenizerFiles:
     files = TokenizerFiles()
-
-    def optional_json(filename, required=False):
-        path = find_file(name_or_path, filename, revision, required=required)
-        return _read_json(path) if path is not None else None
-
-    # config.json first, as transformers' AutoTokenizer reads it: a hub repo must have one (so that a
-    # repo missing from an offline cache fails here, clearly); a local tokenizer folder may do without.
-    model_config = optional_json("config.json", required=not Path(name_or_path).expanduser().exists()) or {}
-    json_path = find_file(name_or_path, "tokenizer.json", revision)
+    # config.json as transformers' AutoTokenizer reads it (a local tokenizer folder may do without one).
+    model_config = checkpoint.config or {}
+    json_path = checkpoint.path("tokenizer.json")
     if json_path is not None:
-        files.tokenizer_json, files.tokenizer_json_path = _read_json(json_path), json_path
+        files.tokenizer_json, files.tokenizer_json_path = read_json(json_path), json_path
     else:
-        vocab_path = find_file(name_or_path, "vocab.json", revision)
-        merges_path = find_file(name_or_path, "merges.txt", revision) if vocab_path else None
+        vocab_path = checkpoint.path("vocab.json")
+        merges_path = checkpoint.path("merges.txt") if vocab_path else None
         if vocab_path is None or merges_path is None:
-            _refuse_other_kinds(name_or_path, revision)
+            _refuse_other_kinds(checkpoint)
         files.vocab, files.merges = read_vocab_and_merges(vocab_path, merges_path)
 
-    config = optional_json("tokenizer_config.json") or {}
+    config = checkpoint.read_json("tokenizer_config.json") or {}
     # The class's defaults, then tokenizer_config.json, then (the older way) special_tokens_map.json.
     tokenizer_class = config.get("tokenizer_class")
     if tokenizer_class is None and model_config.get("model_type") not in (None, "gpt2"):
@@ -83,12 +77,12 @@ def read_tokenizer_files(name_or_path, revision: str | None = None) -> Tokenizer
         for i, token in config["added_tokens_decoder"].items():
             added[int(i)] = _added_token(int(i), token)
     else:
-        special_map = optional_json("special_tokens_map.json") or {}
+        special_map = checkpoint.read_json("special_tokens_map.json") or {}
         roles.update({k: _content(v) for k, v in special_map.items() if k in ROLES and v is not None})
         # transformers 5 counts "extra_special_tokens" here, and no longer the older "additional_special_tokens".
         extra = special_map.get("extra_special_tokens") or []
         specials = {*roles.values(), *(_content(t) for t in extra if isinstance(t, (str, dict)))}
-        for content, i in (optional_json("added_tokens.json") or {}).items():
+        for content, i in (checkpoint.read_json("added_tokens.json") or {}).items():
             added.setdefault(int(i), AddedToken(content, int(i), special=content in specials, normalized=False))
     files.added = sorted(added.values(), key=lambda t: t.id)
     files.roles = roles
@@ -110,29 +104,22 @@ def read_vocab_and_merges(vocab_path: Path, merges_path: Path) -> tuple[dict[str
     return vocab, merges
 
 
-def _refuse_other_kinds(name_or_path, revision) -> None:
+def _refuse_other_kinds(checkpoint: Checkpoint) -> None:
     """No tokenizer.json, no vocab.json + merges.txt: say what is there instead, and what to do."""
     for filename, kind in (
         ("tokenizer.model", "a SentencePiece model (tokenizer.model)"),
         ("spiece.model", "a SentencePiece model (spiece.model)"),
         ("tokenizer.tiktoken", "a tiktoken vocabulary (tokenizer.tiktoken)"),
     ):
-        if find_file(name_or_path, filename, revision) is not None:
+        if filename in checkpoint.files:
             raise CheckpointError(
-                f"{name_or_path} has {kind} and no tokenizer.json; minigpt2 reads tokenizer.json or vocab.json + "
+                f"{checkpoint.source} has {kind} and no tokenizer.json; minigpt2 reads tokenizer.json or vocab.json + "
                 "merges.txt: save the tokenizer once with transformers (AutoTokenizer...save_pretrained) to get one"
             )
     raise CheckpointError(
-        f"{name_or_path} has no tokenizer: neither tokenizer.json nor vocab.json + merges.txt "
-        "(offline, they may just not be in the local hub cache)"
+        f"{checkpoint.source} has no tokenizer: neither tokenizer.json nor vocab.json + merges.txt"
+        + checkpoint.offline_hint()
     )
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is not readable JSON: {e}") from None
 
 
 def _content(value) -> str:
