@@ -12,7 +12,7 @@ import warnings
 # torch warns on import when NumPy is not installed; minigpt2 never uses NumPy, so it is only noise.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
-from . import generation, internals, loading  # noqa: E402
+from . import generation, internals, loading, scoring  # noqa: E402
 from .cache import KVCache  # noqa: E402
 from .checkpoint import Checkpoint, CheckpointError, resolve  # noqa: E402
 from .generation import GenerationConfig  # noqa: E402
@@ -28,6 +28,7 @@ GPT2.stream = generation.stream
 GPT2.run_with_cache = internals.run_with_cache
 GPT2.attention_patterns = internals.attention_patterns
 GPT2.logit_lens = internals.logit_lens
+GPT2.score = scoring.score
 
 __all__ = [
     "GPT2",

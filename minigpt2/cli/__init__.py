@@ -1,5 +1,5 @@
 """The `minigpt2` command: the loop script (generate.py), `minigpt2 explore` (explore.py), `minigpt2 export`
-(export.py) and `minigpt2 parity` (minigpt2/parity/). Every failure the user can fix is one line on stderr."""
+(export.py), `minigpt2 perplexity` (perplexity.py), `minigpt2 multiple-choice` (choice.py) and `minigpt2 parity` (minigpt2/parity/). Every failure the user can fix is one line on stderr."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ from huggingface_hub.utils import logging as hf_logging
 
 from .. import parity
 from ..checkpoint import CheckpointError
-from . import explore, export, generate
+from . import choice, explore, export, generate, perplexity
 
-SUBCOMMANDS = {"explore": explore, "export": export}
+SUBCOMMANDS = {
+    "explore": explore,
+    "export": export,
+    "perplexity": perplexity,
+    "multiple-choice": choice,
+}
 
 
 def main(argv=None) -> int:

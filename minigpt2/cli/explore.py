@@ -11,10 +11,8 @@ from ..output import check_writable
 from .options import (
     DEFAULT_PROMPT,
     Parser,
-    add_control_options,
-    add_length_options,
+    add_generation_options,
     add_load_options,
-    add_sampling_options,
     generation_config,
     load_from_args,
     positive_int,
@@ -44,9 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--candidates", metavar="K", type=positive_int, default=10, help="next tokens listed at each step (default: 10)"
     )
     add_load_options(p)
-    add_length_options(p)
-    add_sampling_options(p)
-    add_control_options(p)
+    add_generation_options(p)
     return p
 
 

@@ -10,10 +10,8 @@ from ..generation import run_to_end
 from .options import (
     DEFAULT_PROMPT,
     Parser,
-    add_control_options,
-    add_length_options,
+    add_generation_options,
     add_load_options,
-    add_sampling_options,
     generation_config,
     load_from_args,
     positive_int,
@@ -27,9 +25,11 @@ EXAMPLES = """examples:
   minigpt2 "Once upon a time" --explain 5 --max-new-tokens 5
   minigpt2 "Once upon a time" --num-beams 4 --no-repeat-ngram-size 2 --num-return-sequences 2
   minigpt2 "Q: What is GPT-2? A:" --repetition-penalty 1.3 --stop "Q:" --stop "\n\n"
-  minigpt2 parity gpt2-medium          (compare with transformers: python scripts/parity.py --help)
+  minigpt2 parity gpt2-medium          (compare with transformers: minigpt2 parity --help)
   minigpt2 explore "Once upon a time"  (a page to walk through the steps: minigpt2 explore --help)
   minigpt2 export gpt2 --gguf gpt2.gguf (for llama.cpp: minigpt2 export --help)
+  minigpt2 perplexity wiki.test.raw --model gpt2 --stride 512   (minigpt2 perplexity --help)
+  minigpt2 multiple-choice hellaswag_val.jsonl --model gpt2     (minigpt2 multiple-choice --help)
 """
 
 
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='text to continue; several prompts run as one padded batch (default: "Once upon a time")',
     )
     add_load_options(p)
-    add_length_options(p)
+    add_generation_options(p)
     p.add_argument("--num-return-sequences", metavar="K", type=positive_int, help="rows to generate (default: 1)")
     decode = p.add_mutually_exclusive_group()
     decode.add_argument(
@@ -63,7 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="compile the decode step with torch.compile (CUDA graphs on a GPU); compiling takes a minute or more",
     )
-    add_sampling_options(p)
     beams = p.add_argument_group("beam search (default: one row per prompt, no beams)")
     beams.add_argument("--num-beams", metavar="N", type=positive_int, help="keep the N best sequences (default: 1)")
     beams.add_argument(
@@ -80,7 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop when N beams have finished (true), when more look unlikely to help (false), or never "
         "(default: false)",
     )
-    add_control_options(p)
     p.add_argument(
         "--stream",
         action=argparse.BooleanOptionalAction,

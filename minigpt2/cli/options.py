@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
+from pathlib import Path
 
 from ..generation import GenerationConfig
 from ..loading import DTYPES, load
@@ -48,6 +50,27 @@ def non_negative_float(text: str) -> float:
     return _at_least(0, text, float, "a number")  # temperature > 0 and top_p <= 1 are GenerationConfig's checks
 
 
+def file_command(prog: str, description: str, examples: str, file_help: str) -> Parser:
+    """The parser of a command that scores a file with a model: FILE, --json and the load options."""
+    p = Parser(
+        prog=prog, description=description, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("file", metavar="FILE", type=Path, help=file_help)
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON ('-': only JSON, on stdout)")
+    add_load_options(p)
+    return p
+
+
+def write_figures(figures: dict, summary: str, json_path: str | None) -> None:
+    """The summary on stdout, and the figures as JSON where --json asks ('-': the JSON alone, on stdout)."""
+    if json_path == "-":
+        print(json.dumps(figures, indent=2))
+        return
+    print(summary)
+    if json_path:
+        Path(json_path).write_text(json.dumps(figures, indent=2) + "\n")
+
+
 def add_load_options(p: argparse.ArgumentParser) -> None:
     """--model, --revision, --device, --dtype, --quantize and --fast: LoadOptions'."""
     p.add_argument(
@@ -72,6 +95,13 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
         help="on the CPU, decode with oneDNN's matrix products, fp32 weights copied to their layout at load: "
         "faster to decode, slower to load, rounded unlike transformers'",
     )
+
+
+def add_generation_options(p: argparse.ArgumentParser) -> None:
+    """The length, sampling, repetition and stopping options that every generating command takes."""
+    add_length_options(p)
+    add_sampling_options(p)
+    add_control_options(p)
 
 
 def add_length_options(p: argparse.ArgumentParser) -> None:

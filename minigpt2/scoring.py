@@ -1,0 +1,242 @@
+"""Scoring text, as GPT-2 is judged: each token's log-probability, a continuation's log-likelihood (as
+lm-eval defines it), the perplexity of a long text through a sliding window (as transformers' guide
+defines it), and multiple-choice accuracy (as build-nanogpt scores HellaSwag).
+
+    logprobs = model.score(input_ids, attention_mask)      # [B, T-1]: log p(token t | tokens before t)
+    result = perplexity(model, tokenizer.encode(text), stride=512)
+    result.perplexity, result.tokens, result.nll_sum        # exp(nll_sum / tokens)
+
+Every log-probability is a log-softmax of fp32 logits, whatever the weights' dtype, as transformers'
+loss is; sums are kept in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .model import GPT2
+
+
+@torch.inference_mode()
+def score(model: GPT2, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Each token's log-probability given the tokens before it: [B, T-1], entry t-1 for token t.
+
+    attention_mask [B, T] (1 real, 0 padding) takes left- or right-padded batches; entries whose token
+    is padding are 0."""
+    logits = model(input_ids, attention_mask=attention_mask)
+    logprobs = _logprobs(logits[:, :-1], input_ids[:, 1:])
+    if attention_mask is not None:
+        logprobs = logprobs.masked_fill(attention_mask[:, 1:] == 0, 0.0)
+    return logprobs
+
+
+def _logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target], in fp32: logits [..., V], targets [...]."""
+    return logits.float().log_softmax(dim=-1).gather(-1, targets[..., None])[..., 0]
+
+
+@torch.inference_mode()
+def loglikelihood(
+    model: GPT2, requests: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 8
+) -> list[tuple[float, bool]]:
+    """For each (context ids, continuation ids): log p(continuation | context), and whether the continuation
+    is what greedy decoding would pick token by token, as lm-eval's loglikelihood defines both. The two
+    joined are cut to the last n_positions + 1 tokens, and the last one is not fed. Batched, longest first,
+    padded on the right."""
+    context = model.config.n_positions
+    rows = []
+    for ctx, cont in requests:
+        if not cont:
+            raise ValueError("a continuation needs at least one token")
+        if not ctx:
+            raise ValueError("a context needs at least one token (GPT-2 starts from its eos token)")
+        whole = (list(ctx) + list(cont))[-(context + 1) :]
+        rows.append((whole[:-1], list(cont)))
+    results: list[tuple[float, bool] | None] = [None] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
+    device = model.wte.weight.device
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        T = len(rows[chunk[0]][0])
+        ids = torch.zeros(len(chunk), T, dtype=torch.long)
+        mask = torch.zeros(len(chunk), T, dtype=torch.long)
+        for row, i in enumerate(chunk):
+            fed = rows[i][0]
+            ids[row, : len(fed)] = torch.tensor(fed)
+            mask[row, : len(fed)] = 1
+        logits = model(ids.to(device), attention_mask=None if bool(mask.all()) else mask.to(device))
+        for row, i in enumerate(chunk):
+            fed, cont = rows[i]
+            n = len(cont)
+            last = logits[row, len(fed) - n : len(fed)]  # [n, V]: the positions that predict the continuation
+            target = torch.tensor(cont, device=device)
+            logprob = _logprobs(last, target).double().sum().item()
+            results[i] = (logprob, bool((last.argmax(dim=-1) == target).all()))
+    return results
+
+
+@dataclass
+class Perplexity:
+    """A text's score: nll_sum (natural log) over `tokens` scored tokens; bytes and words of the text, for
+    the units the GPT-2 paper and lm-eval use."""
+
+    nll_sum: float
+    tokens: int
+    bytes: int | None = None
+    words: int | None = None
+    stride: int | None = None
+    context: int | None = None
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nll_sum / self.tokens)
+
+    @property
+    def bits_per_byte(self) -> float | None:
+        return self.nll_sum / self.bytes / math.log(2) if self.bytes else None
+
+    @property
+    def word_perplexity(self) -> float | None:
+        return math.exp(self.nll_sum / self.words) if self.words else None
+
+    def as_dict(self) -> dict:
+        units = {"perplexity": self.perplexity, "bits_per_byte": self.bits_per_byte}
+        return {**self.__dict__, **units, "word_perplexity": self.word_perplexity}
+
+
+def windows(length: int, context: int, stride: int) -> list[tuple[int, int, int]]:
+    """The sliding window of transformers' perplexity guide: (begin, end, first scored position) for each
+    window over `length` tokens. A window covers at most `context` tokens and starts `stride` after the
+    last; it scores the tokens the windows before it did not, so each token from the second on is scored
+    once, with as much context as its window gives it."""
+    if not 0 < stride <= context:
+        raise ValueError(f"the stride must be between 1 and the context ({context} tokens), got {stride}")
+    spans, scored_until = [], 1  # the first token has nothing before it to be predicted from
+    for begin in range(0, length, stride):
+        end = min(begin + context, length)
+        spans.append((begin, end, scored_until))
+        scored_until = end
+        if end == length:
+            break
+    return spans
+
+
+@torch.inference_mode()
+def perplexity(
+    model: GPT2,
+    ids: Sequence[int] | torch.Tensor,
+    *,
+    stride: int = 512,
+    context: int | None = None,
+    batch_size: int = 1,
+    text: str | None = None,
+    on_window: Callable[[int, int], None] | None = None,
+) -> Perplexity:
+    """The perplexity of one long token sequence through a sliding window of `context` tokens (default:
+    the model's n_positions) moved by `stride`, as transformers' guide computes it, but with every
+    window's tokens counted exactly. batch_size: windows of the same length scored in one forward pass
+    (the same sum, up to rounding). text: the text the ids encode, for bits per byte and word perplexity.
+    on_window(tokens scored so far, tokens in all): called after each batch, e.g. for a progress bar."""
+    ids = torch.as_tensor(ids, dtype=torch.long).flatten()
+    if ids.numel() < 2:
+        raise ValueError(f"a perplexity needs at least 2 tokens, got {ids.numel()}")
+    context = context or model.config.n_positions
+    if context > model.config.n_positions:
+        raise ValueError(f"the context ({context}) is longer than the model's ({model.config.n_positions} tokens)")
+    spans = windows(ids.numel(), context, stride)
+    device = model.wte.weight.device
+    nll_sum, scored = 0.0, 0
+    for batch in _batches(spans, batch_size):
+        begin, end, _ = batch[0]
+        rows = torch.stack([ids[b:e] for b, e, _ in batch]).to(device)  # [n, end - begin]
+        logprobs = _logprobs(model(rows)[:, :-1], rows[:, 1:])  # [n, T-1]: position t predicts token t+1
+        for row, (b, _, first) in enumerate(batch):
+            counted = logprobs[row, first - b - 1 :]  # the tokens from `first` on
+            nll_sum -= counted.double().sum().item()
+            scored += counted.numel()
+        if on_window is not None:
+            on_window(scored, ids.numel() - 1)
+    words = len(text.split()) if text is not None else None
+    n_bytes = len(text.encode()) if text is not None else None
+    return Perplexity(nll_sum, scored, n_bytes, words, stride, context)
+
+
+def _batches(spans: list[tuple[int, int, int]], batch_size: int) -> Iterable[list[tuple[int, int, int]]]:
+    """Runs of consecutive windows of the same length, at most batch_size each."""
+    batch: list[tuple[int, int, int]] = []
+    for span in spans:
+        if batch and (len(batch) == batch_size or span[1] - span[0] != batch[0][1] - batch[0][0]):
+            yield batch
+            batch = []
+        batch.append(span)
+    if batch:
+        yield batch
+
+
+@dataclass
+class Choices:
+    """Multiple-choice results: per example, the sum and the average of each ending's token losses."""
+
+    sum_losses: list[list[float]] = field(default_factory=list)
+    avg_losses: list[list[float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+
+    @property
+    def acc(self) -> float:
+        """The ending with the lowest summed loss is the pick."""
+        return _accuracy(self.sum_losses, self.labels)
+
+    @property
+    def acc_norm(self) -> float:
+        """The ending with the lowest average loss per token is the pick."""
+        return _accuracy(self.avg_losses, self.labels)
+
+
+def _accuracy(losses: list[list[float]], labels: list[int]) -> float:
+    right = sum(min(range(len(row)), key=row.__getitem__) == label for row, label in zip(losses, labels, strict=True))
+    return right / len(labels) if labels else float("nan")
+
+
+@torch.inference_mode()
+def multiple_choice(model: GPT2, tokenizer, examples: Iterable[dict]) -> Choices:
+    """HellaSwag-style scoring as build-nanogpt does it: each ending (after a space) follows its context in
+    one row per ending; an ending's loss is the cross-entropy of its tokens; acc picks the lowest sum,
+    acc_norm the lowest average. examples: {"context" (or HellaSwag's "ctx"), "endings", "label"}."""
+    result = Choices()
+    device = model.wte.weight.device
+    for n, example in enumerate(examples):
+        context, endings, label = _example(example, n)
+        ctx = tokenizer.encode(context)
+        tails = [tokenizer.encode(" " + ending) for ending in endings]
+        T = max(len(ctx) + len(tail) for tail in tails)
+        if T > model.config.n_positions:
+            raise ValueError(f"example {n} is {T} tokens, longer than the context ({model.config.n_positions})")
+        rows = torch.zeros(len(tails), T, dtype=torch.long)
+        for row, tail in enumerate(tails):
+            rows[row, : len(ctx) + len(tail)] = torch.tensor(ctx + tail)
+        losses = -_logprobs(model(rows.to(device))[:, :-1], rows[:, 1:].to(device))  # [endings, T-1]
+        sums = [
+            losses[row, len(ctx) - 1 : len(ctx) - 1 + len(tail)].double().sum().item() for row, tail in enumerate(tails)
+        ]
+        result.sum_losses.append(sums)
+        result.avg_losses.append([s / len(tail) for s, tail in zip(sums, tails, strict=True)])
+        result.labels.append(label)
+    return result
+
+
+def _example(example: dict, n: int) -> tuple[str, list[str], int]:
+    context = example.get("context", example.get("ctx"))
+    endings, label = example.get("endings"), example.get("label")
+    if not isinstance(context, str) or not isinstance(endings, list) or not endings:
+        raise ValueError(f"example {n} needs a text 'context' and a non-empty list of 'endings'")
+    if not all(isinstance(e, str) and e for e in endings):
+        raise ValueError(f"example {n}: every ending must be a non-empty text")
+    if isinstance(label, str) and label.isdigit():
+        label = int(label)  # HellaSwag's own files write it as a string
+    if not isinstance(label, int) or not 0 <= label < len(endings):
+        raise ValueError(f"example {n}: 'label' must be the index of the right ending (0..{len(endings) - 1})")
+    return context, endings, label
