@@ -1,4 +1,11 @@
-"""Checkpoints built here with transformers' own random init, and a hub cache filled as a download leaves it."""
+"""What every test file shares: checkpoints built here with transformers' own random init, one session-wide
+tiny model (`tiny`) and its transformers twin (`reference`), a hub cache filled as a download leaves it, a
+hub on loopback, and the helpers that run the command line and fresh interpreters.
+
+Session fixtures are shared by every file: a test may read them, never change them (weights, gradients,
+train/eval mode, submodules, hooks). Each one checks at the end of the session that it was left as built.
+A test that needs to change a model loads its own.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from minigpt2 import GPT2Config  # noqa: E402
 from minigpt2.parity.checkpoints import write_checkpoint  # noqa: E402
 
 LOGIT_TOLERANCE = 1e-4  # max abs difference of fp32 logits against transformers
@@ -32,6 +40,91 @@ MEDIUM_INIT = 0.05  # wider still would put fp32 rounding over 24 layers close t
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """Official layout, tiny shape, with its own trained byte-level BPE vocabulary."""
     return write_checkpoint(tmp_path_factory.mktemp("tiny"), shape="tiny", tokenizer=True, initializer_range=TINY_INIT)
+
+
+def left_as_built(module: torch.nn.Module):
+    """A check, for a session fixture's teardown, that no test changed `module`: its tensors, gradients,
+    submodules (their types, train/eval mode, hooks and plain attributes) are those it had when this was called."""
+
+    def snapshot():
+        tensors = {name: t.detach().clone() for name, t in module.state_dict().items()}
+        parts = {
+            name or "the model": (
+                type(m),
+                m.training,
+                [len(hooks) for hooks in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks)],
+                {k: v for k, v in vars(m).items() if not k.startswith("_") and k != "training"},
+            )
+            for name, m in module.named_modules()
+        }
+        return tensors, parts
+
+    tensors, parts = snapshot()
+
+    def check():
+        what = f"the shared {type(module).__name__}"
+        now_tensors, now_parts = snapshot()
+        assert tensors.keys() == now_tensors.keys(), f"a test added or removed tensors of {what}"
+        changed = [name for name, t in tensors.items() if not torch.equal(t, now_tensors[name])]
+        assert not changed, f"a test changed {what}'s tensors: {changed[:5]}"
+        assert parts.keys() == now_parts.keys(), f"a test added or removed modules of {what}"
+        for name, (kind, training, hooks, attributes) in parts.items():
+            now_kind, now_training, now_hooks, now_attributes = now_parts[name]
+            assert (kind, training, hooks) == (now_kind, now_training, now_hooks), f"a test changed {what}: {name}"
+            assert attributes.keys() == now_attributes.keys() and all(
+                attributes[k] is now_attributes[k] for k in attributes
+            ), f"a test changed {what}'s attributes: {name}"
+        grads = [name for name, p in module.named_parameters() if p.grad is not None]
+        assert not grads, f"a test left gradients on {what}: {grads[:5]}"
+
+    return check
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_checkpoint):
+    """(minigpt2 GPT2, Tokenizer) on the tiny checkpoint, as GPT2/Tokenizer.from_pretrained load it.
+    Shared by every file: read it, never change it (load your own model for that)."""
+    from minigpt2 import GPT2, Tokenizer
+
+    model, tokenizer = GPT2.from_pretrained(tiny_checkpoint), Tokenizer.from_pretrained(tiny_checkpoint)
+    check = left_as_built(model)
+    yield model, tokenizer
+    check()
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_checkpoint):
+    """transformers' GPT2LMHeadModel on the tiny checkpoint (its default attention), in eval mode. Shared: read only."""
+    from transformers import GPT2LMHeadModel
+
+    model = GPT2LMHeadModel.from_pretrained(tiny_checkpoint).eval()
+    check = left_as_built(model)
+    yield model
+    check()
+
+
+# A randomly initialised model with no files behind it, for the model and the loop on their own: a small
+# vocabulary with its last id as eos, and a 32-token context that requests run into.
+RANDOM_CONFIG = GPT2Config(vocab_size=97, n_positions=32, n_embd=32, n_layer=2, n_head=4, eos_token_id=96)
+
+
+def random_prompt(batch=2, length=5, seed=0):
+    """Seeded ids of the random model's vocabulary, eos (its last id) left out."""
+    return torch.randint(
+        0, RANDOM_CONFIG.vocab_size - 1, (batch, length), generator=torch.Generator().manual_seed(seed)
+    )
+
+
+@pytest.fixture(scope="session")
+def random_model():
+    """GPT2(RANDOM_CONFIG) with GPT-2's own init, seed 0, in eval mode. Shared: read only."""
+    from minigpt2 import GPT2
+
+    torch.manual_seed(0)
+    model = GPT2(RANDOM_CONFIG).eval()
+    check = left_as_built(model)
+    yield model
+    check()
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +169,27 @@ def fill_hub_cache(
     if ref is not None:
         (repo_dir / "refs").mkdir(exist_ok=True)
         (repo_dir / "refs" / ref).write_text(commit)
+
+
+MAIN = "a" * 40  # hub_home: the commit that refs/main points to
+OLDER = "b" * 40  # hub_home: a commit reachable only by its hash
+HUB_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
+
+
+@pytest.fixture
+def hub_home(tmp_path, tiny_checkpoint, tiny_saved_checkpoint):
+    """HF_HOME whose cache holds openai-community/gpt2-medium (main and an older commit) and someone/tiny."""
+    hub = tmp_path / "hf" / "hub"
+    files = {name: tiny_checkpoint / name for name in HUB_FILES}
+    fill_hub_cache(hub, "openai-community/gpt2-medium", files, commit=MAIN)
+    fill_hub_cache(hub, "someone/tiny-gpt2", files, commit=MAIN)
+    older = {
+        **files,
+        "config.json": tiny_saved_checkpoint / "config.json",
+        "model.safetensors": tiny_saved_checkpoint / "model.safetensors",
+    }
+    fill_hub_cache(hub, "openai-community/gpt2-medium", older, commit=OLDER, ref=None)
+    return {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
 
 
 @pytest.fixture
@@ -131,21 +245,17 @@ PADDED_PROMPTS = ["Once upon a time", "Hello", "The quick brown fox jumps"]
 
 
 @pytest.fixture(scope="session")
-def padded_batch(tiny_checkpoint):
-    """(minigpt2 model, transformers model, tokenizer, input_ids, attention_mask, liked) on the tiny checkpoint.
+def padded_batch(tiny, reference):
+    """(minigpt2 model, transformers model, tokenizer, input_ids, attention_mask, liked): `tiny` and
+    `reference` with one left-padded batch of PADDED_PROMPTS.
 
     liked: the token greedy decoding picks most often. The tiny model rarely picks its real eos, so
     this one stands in for it where rows must end early.
     """
-    from transformers import GPT2LMHeadModel
-
-    from minigpt2 import GPT2, Tokenizer
-
-    model, tokenizer = GPT2.from_pretrained(tiny_checkpoint), Tokenizer.from_pretrained(tiny_checkpoint)
+    model, tokenizer = tiny
     input_ids, attention_mask = tokenizer.encode_batch(PADDED_PROMPTS)
     greedy = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=30)
     liked = torch.bincount(greedy[:, input_ids.size(1) :].flatten()).argmax().item()
-    reference = GPT2LMHeadModel.from_pretrained(tiny_checkpoint).eval()
     return model, reference, tokenizer, input_ids, attention_mask, liked
 
 

@@ -1,4 +1,5 @@
-"""LayerNorm scales, heads' results, gradients, the residual stream taken apart, direct logit attribution."""
+"""minigpt2/attribution.py: LayerNorm scales, heads' results, gradients, the residual stream taken apart, direct
+logit attribution."""
 
 from __future__ import annotations
 
@@ -6,20 +7,21 @@ import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
-from minigpt2 import GPT2, Tokenizer
+from minigpt2 import GPT2
 from minigpt2.attribution import accumulated_resid, apply_ln, decompose_resid, direct_logit_attribution
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_checkpoint):
-    model, tokenizer = GPT2.from_pretrained(tiny_checkpoint), Tokenizer.from_pretrained(tiny_checkpoint)
+def attributed(tiny):
+    """(the session-wide tiny model, its tokenizer, two prompts cut to the same length)."""
+    model, tokenizer = tiny
     rows = [tokenizer.encode("Once upon a time, there was"), tokenizer.encode("The quick brown fox jumps over")]
     n = min(len(row) for row in rows)
     return model, tokenizer, torch.tensor([row[:n] for row in rows])
 
 
-def test_layer_norm_scales_and_head_results_are_there_only_when_asked(tiny):
-    model, _, ids = tiny
+def test_layer_norm_scales_and_head_results_are_there_only_when_asked(attributed):
+    model, _, ids = attributed
     plain = model(ids)
     names = [
         "blocks.1.ln1.hook_scale",
@@ -42,8 +44,8 @@ def test_layer_norm_scales_and_head_results_are_there_only_when_asked(tiny):
     torch.testing.assert_close(logits, plain, rtol=0, atol=1e-5)
 
 
-def test_a_frozen_layer_norm_scale_is_the_one_used(tiny):
-    model, _, ids = tiny
+def test_a_frozen_layer_norm_scale_is_the_one_used(attributed):
+    model, _, ids = attributed
     _, acts = model.run_with_cache(ids, ["ln_final.hook_scale"])
     doubled = model(ids, hooks={"ln_final.hook_scale": lambda scale: 2 * scale})
     _, normalized = model.run_with_cache(ids, ["ln_final.hook_normalized", "blocks.1.hook_resid_post"])
@@ -53,8 +55,8 @@ def test_a_frozen_layer_norm_scale_is_the_one_used(tiny):
     torch.testing.assert_close(doubled, by_hand, rtol=0, atol=1e-5)
 
 
-def test_decompose_resid_sums_to_the_final_layer_norms_input(tiny):
-    model, _, ids = tiny
+def test_decompose_resid_sums_to_the_final_layer_norms_input(attributed):
+    model, _, ids = attributed
     _, acts = model.run_with_cache(ids, ["blocks.1.hook_resid_post"])
     for heads in (False, True):
         parts = decompose_resid(model, ids, heads=heads)
@@ -66,8 +68,8 @@ def test_decompose_resid_sums_to_the_final_layer_norms_input(tiny):
 
 
 @pytest.mark.parametrize("heads", [False, True])
-def test_direct_logit_attribution_adds_up_to_the_logit_difference(tiny, heads):
-    model, tokenizer, ids = tiny
+def test_direct_logit_attribution_adds_up_to_the_logit_difference(attributed, heads):
+    model, tokenizer, ids = attributed
     token, other = 100, 200
     attribution = direct_logit_attribution(model, ids, token, other, heads=heads)
     total = attribution.contributions.sum(dim=0) + attribution.bias
@@ -109,8 +111,8 @@ def test_gradients_match_a_finite_difference(tiny_checkpoint):
     assert model.wte.weight.grad is None  # parameters' gradients are left alone
 
 
-def test_gradients_match_transformers_at_the_same_tensors(tiny_checkpoint):
-    ours = GPT2.from_pretrained(tiny_checkpoint)
+def test_gradients_match_transformers_at_the_same_tensors(tiny_checkpoint, tiny):
+    ours, _ = tiny
     theirs = GPT2LMHeadModel.from_pretrained(tiny_checkpoint, attn_implementation="eager").eval()
     ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
     names = [f"blocks.{i}.hook_resid_pre" for i in range(2)] + [f"blocks.{i}.attn.hook_pattern" for i in range(2)]
@@ -125,8 +127,8 @@ def test_gradients_match_transformers_at_the_same_tensors(tiny_checkpoint):
     print(f"\ngradients vs transformers: max difference {worst:.1e}")
 
 
-def test_the_forward_pass_for_gradients_is_the_ordinary_one(tiny):
-    model, _, ids = tiny
+def test_the_forward_pass_for_gradients_is_the_ordinary_one(attributed):
+    model, _, ids = attributed
     names = lambda name: name.endswith(("hook_resid_pre", "hook_pattern", "hook_scale"))  # noqa: E731
     logits, cache = model.run_with_cache(ids, names, grad_of=metric)
     plain_logits, plain = model.run_with_cache(ids, names)
@@ -134,8 +136,8 @@ def test_the_forward_pass_for_gradients_is_the_ordinary_one(tiny):
     assert all((cache[name] - plain[name]).abs().max() <= 1e-6 for name in plain)
 
 
-def test_backward_hooks_see_and_can_change_the_gradient(tiny):
-    model, _, ids = tiny
+def test_backward_hooks_see_and_can_change_the_gradient(attributed):
+    model, _, ids = attributed
     seen = {}
 
     def record(grad):

@@ -1,4 +1,5 @@
-"""The benchmark script runs end to end (its numbers are reported, never asserted)."""
+"""scripts/benchmark.py and scripts/bench/: the benchmark runs end to end, every section and the JSON figures
+(its numbers are reported, never asserted)."""
 
 import json
 

@@ -1,184 +1,134 @@
-"""Loading: both file layouts, .bin and single files, no wasted work or memory, and clear refusals."""
+"""minigpt2/checkpoint.py: resolving a name or a path to a Checkpoint. Official names and org/name repos
+from huggingface_hub's cache offline (as a real download leaves it) and from a hub on loopback (each file
+fetched once, shards as their index names them), pinned revisions, clear errors for what is not there,
+local paths (no revision; a weights file given directly), and shard indexes that point outside their folder."""
 
 from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_python
-from safetensors.torch import load_file, save_file
+from conftest import LOAD_AND_GENERATE, MAIN, OLDER, run_python
 
-from minigpt2 import GPT2, CheckpointError
-
-
-def copy_checkpoint(source, target):
-    shutil.copytree(source, target)
-    return target
+from minigpt2 import GPT2, CheckpointError, Tokenizer
 
 
-def test_both_layouts_and_a_bare_safetensors_file_load_the_same_weights(tiny_checkpoint, tmp_path):
-    official = GPT2.from_pretrained(tiny_checkpoint)
-    bare_file = GPT2.from_pretrained(tiny_checkpoint / "model.safetensors")
-    stored = load_file(tiny_checkpoint / "model.safetensors")
-    # Conv1D stores [in, out]; ours is nn.Linear's [out, in].
-    assert torch.equal(official.h[1].mlp.c_fc.weight, stored["h.1.mlp.c_fc.weight"].t())
-    assert torch.equal(official.h[0].attn.c_attn.bias, stored["h.0.attn.c_attn.bias"])  # a weight, not the mask
-    for a, b in zip(official.state_dict().values(), bare_file.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
-    assert not official.training
-
-
-def test_pytorch_model_bin_loads_when_there_is_no_safetensors(tiny_checkpoint, tmp_path):
-    target = copy_checkpoint(tiny_checkpoint, tmp_path / "bin")
-    state = load_file(target / "model.safetensors")
-    (target / "model.safetensors").unlink()
-    torch.save(state, target / "pytorch_model.bin")
-    from_bin = GPT2.from_pretrained(target)
-    from_safetensors = GPT2.from_pretrained(tiny_checkpoint)
-    ids = torch.tensor([[1, 2, 3, 4]])
-    with torch.no_grad():
-        assert torch.equal(from_bin(ids), from_safetensors(ids))
-
-
-class RunsCode:
-    def __reduce__(self):
-        return (print, ("this pickle ran code",))
-
-
-def test_a_bin_that_would_run_code_is_refused(tiny_checkpoint, tmp_path, capsys):
-    target = copy_checkpoint(tiny_checkpoint, tmp_path / "evil")
-    (target / "model.safetensors").unlink()
-    torch.save({"wte.weight": RunsCode()}, target / "pytorch_model.bin")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch weights file"):
-        GPT2.from_pretrained(target)
-    assert "this pickle ran code" not in capsys.readouterr().out
-
-
-def test_loading_builds_no_random_weights(tiny_checkpoint, monkeypatch):
-    monkeypatch.setattr(GPT2, "_init_weights", lambda *a: pytest.fail("random init ran while loading"))
-    model = GPT2.from_pretrained(tiny_checkpoint)
-    assert not any(p.is_meta for p in model.parameters())
-
-
-def test_dtype_and_device(tiny_checkpoint):
-    model = GPT2.from_pretrained(tiny_checkpoint, dtype=torch.bfloat16, device="cpu")
-    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
-    reference = GPT2.from_pretrained(tiny_checkpoint)
-    ids = torch.tensor([[5, 6, 7, 8, 9]])
-    with torch.no_grad():
-        fp32 = reference(ids)
-        diff = (model(ids).float() - fp32).abs().max().item()
-    relative = diff / fp32.abs().max().item()
-    print(f"\nbf16 vs fp32: max abs logit difference {diff:.3e}, {relative:.1%} of the largest logit")
-    assert relative < 0.03  # bf16 keeps 8 bits of mantissa: about 0.4% per rounding, over a dozen ops
-
-
-def shard(checkpoint, target, shards: int):
-    """checkpoint's model.safetensors as `shards` files and the index that names them, as save_pretrained writes."""
-    target.mkdir()
-    shutil.copy(checkpoint / "config.json", target / "config.json")
-    state = load_file(checkpoint / "model.safetensors")
-    names, weight_map = sorted(state), {}
-    for n in range(shards):
-        part = names[n::shards]
-        filename = f"model-{n + 1:05d}-of-{shards:05d}.safetensors"
-        save_file({k: state[k] for k in part}, target / filename, metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(part, filename))
-    (target / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return target
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak memory from Linux's /proc")
-@pytest.mark.parametrize("layout", ["one file", "4 shards"])
-def test_peak_memory_while_loading_gpt2_medium_shape(medium_checkpoint, tmp_path, layout):
-    weights_bytes = sum(
-        t.numel() * t.element_size()
-        for n, t in load_file(medium_checkpoint / "model.safetensors").items()
-        if not n.endswith("attn.bias")
-    )
-    if layout == "4 shards":
-        medium_checkpoint = shard(medium_checkpoint, tmp_path / "sharded", 4)
-    # VmHWM is this process's peak resident memory (ru_maxrss would carry the parent's peak over exec).
-    code = f"""
-import re, torch, minigpt2
-peak = lambda: int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
-before = peak()
-model = minigpt2.GPT2.from_pretrained({str(medium_checkpoint)!r})
-with torch.no_grad():
-    model(torch.tensor([[1, 2, 3]]))  # touch every weight once
-print(peak() - before)
+LOAD_BY_NAME = (
+    """
+import json, torch
+from minigpt2 import GPT2, Tokenizer
+from minigpt2.checkpoint import resolve
+tok = Tokenizer.from_pretrained("gpt2-medium")
+prompt = torch.tensor([tok.encode("Once upon a time")])
+print(json.dumps({
+    "config": str(resolve("gpt2-medium").path("config.json")),
+    "main": GPT2.from_pretrained("gpt2-medium").generate(prompt, max_new_tokens=12).tolist(),
+    "org_name": GPT2.from_pretrained("someone/tiny-gpt2").generate(prompt, max_new_tokens=12).tolist(),
+    "pinned_width": GPT2.from_pretrained("gpt2-medium", revision=%r).config.vocab_size,
+}))
 """
-    result = run_python("-c", code)
+    % OLDER
+)
+
+
+def test_official_name_loads_from_the_hub_cache_offline(hub_home, tiny, tiny_saved_checkpoint):
+    result = run_python("-c", LOAD_BY_NAME, env=hub_home)
     assert result.returncode == 0, result.stderr
-    growth = int(result.stdout.split()[-1])
-    gib = 2**30
-    print(
-        f"\n{layout}: peak memory growth on load + forward: {growth / gib:.2f} GiB for {weights_bytes / gib:.2f} GiB"
-        " of weights"
+    got = json.loads(result.stdout)
+    assert got["config"].startswith(hub_home["HF_HOME"])
+    assert f"models--openai-community--gpt2-medium/snapshots/{MAIN}/config.json" in got["config"]
+
+    local, tokenizer = tiny
+    prompt = torch.tensor([tokenizer.encode("Once upon a time")])
+    expected = local.generate(prompt, max_new_tokens=12).tolist()
+    assert got["main"] == expected and got["org_name"] == expected
+    assert (
+        got["pinned_width"] == GPT2.from_pretrained(tiny_saved_checkpoint).config.vocab_size != local.config.vocab_size
     )
-    assert growth <= 1.2 * weights_bytes
 
 
-def write_config(directory, **changes):
-    path = directory / "config.json"
-    config = json.loads(path.read_text())
-    config.update(changes)
-    path.write_text(json.dumps(config))
+def test_names_not_in_the_cache_fail_clearly_offline(hub_home):
+    code = """
+from minigpt2 import GPT2, CheckpointError
+for name, kwargs in [("gpt2", {}), ("nobody/nothing", {}), ("gpt2-medium", {"revision": "v9"})]:
+    try:
+        GPT2.from_pretrained(name, **kwargs)
+    except CheckpointError as e:
+        print(e)
+"""
+    result = run_python("-c", code, env=hub_home)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3
+    assert all("is not in the local hub cache and the hub cannot be reached" in line for line in lines)
+    assert "openai-community/gpt2 " in lines[0] and "nobody/nothing" in lines[1] and "gpt2-medium@v9" in lines[2]
 
 
-def rewrite_weights(directory, change):
-    state = load_file(directory / "model.safetensors")
-    change(state)
-    save_file(state, directory / "model.safetensors")
+def test_a_hub_load_resolves_once_and_requests_each_file_once(fake_hub, tiny_checkpoint, tiny):
+    """Online (a hub on loopback): minigpt2.load asks for the revision's commit and file list once, then each
+    file it reads once, all at that commit; loading again from the filled cache asks for the commit alone."""
+    hub, env = fake_hub
+    commit = "d" * 40
+    hub.add("someone/tiny", commit, {p.name: p for p in tiny_checkpoint.iterdir() if p.is_file()})
+    model, tokenizer = tiny
+    expected = model.generate(torch.tensor([tokenizer.encode("Once upon a time")]), max_new_tokens=12)
+    for load in ("first", "second"):
+        hub.requests.clear()
+        result = run_python("-c", LOAD_AND_GENERATE, "someone/tiny", "Once upon a time", env=env)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == expected.tolist()
+        about_the_repo = [(method, path) for method, path in hub.requests if "someone/tiny" in path]
+        print(f"\n{load} load: {about_the_repo}")
+        assert about_the_repo[0] == ("GET", "/api/models/someone/tiny")  # the one resolution
+        files = [path.rsplit("/", 1)[1] for _, path in about_the_repo[1:]]
+        assert all(f"/resolve/{commit}/" in path for _, path in about_the_repo[1:])  # all from that commit
+        if load == "first":  # each file it reads: its metadata, then its bytes, once
+            assert sorted(files) == sorted(2 * ["config.json", "model.safetensors", "vocab.json", "merges.txt"])
+            assert [m for m, _ in about_the_repo[1:]] == ["HEAD", "GET"] * 4
+        else:
+            assert files == []
 
 
 @pytest.mark.parametrize(
-    "breakage, error, message",
+    "repo, revision, message",
     [
-        (
-            lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]),
-            CheckpointError,
-            "not a readable safetensors file",
-        ),
-        (
-            lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 64),
-            CheckpointError,
-            "not a readable safetensors file",
-        ),
-        (lambda d: write_config(d, model_type="llama"), CheckpointError, "describes a 'llama' model, not GPT-2"),
-        (lambda d: write_config(d, activation_function="prelu"), CheckpointError, "'prelu', which has learned"),
-        (lambda d: write_config(d, activation_function="gelu_99"), CheckpointError, "'gelu_99', which is unknown"),
-        (lambda d: write_config(d, add_cross_attention=True), CheckpointError, "asks for cross-attention"),
-        (lambda d: (d / "config.json").write_text("{not json"), CheckpointError, "not a readable JSON config"),
-        (lambda d: (d / "config.json").unlink(), CheckpointError, "needs its config.json"),
-        (
-            lambda d: (d / "model.safetensors").unlink(),
-            CheckpointError,
-            "has none of model.safetensors, model.safetensors.index.json, pytorch_model.bin",
-        ),
-        (lambda d: write_config(d, n_layer=3), CheckpointError, "missing: h.2.ln_1.weight"),
-        (
-            lambda d: write_config(d, n_embd=96, n_head=4),
-            CheckpointError,
-            "wrong shape: wte.weight \\(1000, 64\\) \\(config says \\(1000, 96\\)\\)",
-        ),
-        (
-            lambda d: rewrite_weights(d, lambda s: s.pop("h.1.mlp.c_proj.bias")),
-            CheckpointError,
-            "missing: h.1.mlp.c_proj.bias",
-        ),
-        (lambda d: rewrite_weights(d, lambda s: s.update(extra=torch.zeros(1))), CheckpointError, "unexpected: extra"),
+        ("nobody/nothing", None, "'nobody/nothing' is neither a local path nor a model repo on the hub"),
+        ("someone/tiny", "v9", "has no revision 'v9'"),
+        ("someone/empty", None, "has no config.json; is it a GPT-2 checkpoint"),
     ],
 )
-def test_broken_checkpoints_say_what_is_wrong(tiny_checkpoint, tmp_path, breakage, error, message):
-    target = copy_checkpoint(tiny_checkpoint, tmp_path / "broken")
-    breakage(target)
-    with pytest.raises(error, match=message):
-        GPT2.from_pretrained(target)
+def test_hub_answers_become_one_clear_error(fake_hub, tiny_checkpoint, repo, revision, message):
+    hub, env = fake_hub
+    hub.add("someone/tiny", "e" * 40, {"config.json": tiny_checkpoint / "config.json"})
+    hub.add("someone/empty", "f" * 40, {"README.md": tiny_checkpoint / "config.json"})
+    code = f"""
+from minigpt2 import GPT2, CheckpointError
+try:
+    GPT2.from_pretrained({repo!r}, revision={revision!r})
+except CheckpointError as e:
+    print(e)
+"""
+    result = run_python("-c", code, env=env)
+    assert result.returncode == 0, result.stderr
+    assert message in result.stdout and len(result.stdout.splitlines()) == 1
+
+
+def test_sharded_hub_repo_fetches_exactly_the_shards_its_index_names(finetuned_checkpoint, fake_hub):
+    hub, env = fake_hub
+    hub.add("someone/finetuned", "c" * 40, {p.name: p for p in finetuned_checkpoint.iterdir() if p.is_file()})
+    result = run_python("-c", LOAD_AND_GENERATE, "someone/finetuned", "<|user|>Once upon a time", env=env)
+    assert result.returncode == 0, result.stderr
+    fetched = [path.rsplit("/", 1)[1] for method, path in hub.requests if method == "GET" and "/resolve/" in path]
+    shards = set(json.loads((finetuned_checkpoint / "model.safetensors.index.json").read_text())["weight_map"].values())
+    weights = [f for f in fetched if f.startswith(("model", "pytorch_model"))]
+    assert weights[0] == "model.safetensors.index.json"  # no single file in this repo: its index, then
+    assert sorted(weights[1:]) == sorted(shards)  # each shard once, and nothing else
+    assert len(fetched) == len(set(fetched))
+    local = GPT2.from_pretrained(finetuned_checkpoint)
+    ids = torch.tensor([Tokenizer.from_pretrained(finetuned_checkpoint).encode("<|user|>Once upon a time")])
+    assert json.loads(result.stdout) == local.generate(ids, max_new_tokens=12).tolist()
 
 
 @pytest.mark.parametrize(
@@ -200,9 +150,12 @@ def test_local_paths_take_no_revision_and_only_weights_files(tiny_checkpoint):
         GPT2.from_pretrained(tiny_checkpoint / "config.json")
 
 
-@pytest.mark.parametrize("device, message", [("cuda:7", "not available|does not exist"), ("tpu", "unknown device")])
-def test_devices_that_are_not_there(tiny_checkpoint, device, message):
-    if device.startswith("cuda") and torch.cuda.device_count() > 7:
-        pytest.skip("this machine has a cuda:7")
-    with pytest.raises(ValueError, match=message):
-        GPT2.from_pretrained(tiny_checkpoint, device=device)
+def test_a_shard_index_that_points_outside_its_folder_is_refused(finetuned_checkpoint, tmp_path):
+    target = tmp_path / "bad-index"
+    shutil.copytree(finetuned_checkpoint, target)
+    (target / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"wte.weight": "../x"}}))
+    with pytest.raises(CheckpointError, match="names files outside its own folder"):
+        GPT2.from_pretrained(target)
+    (target / "model.safetensors.index.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="is not a readable shard index"):
+        GPT2.from_pretrained(target)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import LOGIT_TOLERANCE
 
-from minigpt2 import GPT2, Tokenizer
+from minigpt2 import GPT2
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
@@ -17,8 +17,9 @@ PROMPTS = ["Once upon a time", "안녕하세요 👋", "def f(x):"]
 
 
 @pytest.fixture(scope="module")
-def on_cpu(tiny_checkpoint):
-    return GPT2.from_pretrained(tiny_checkpoint), Tokenizer.from_pretrained(tiny_checkpoint)
+def on_cpu(tiny):
+    """The session-wide tiny model and its tokenizer, on the CPU."""
+    return tiny
 
 
 def test_fp32_on_cuda_matches_the_cpu(tiny_checkpoint, on_cpu):

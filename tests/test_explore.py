@@ -1,4 +1,5 @@
-"""minigpt2 explore: the page's numbers are the model's, the page works in a real browser, bad input is refused.
+"""minigpt2/explore/: the page's numbers are the model's, a prompt cannot break out of it, it stays small, and it
+works in a real browser. (The `minigpt2 explore` command line and its refusals: test_cli.py.)
 
 The browser test drives Debian's chromium through Selenium and chromium-driver: the WebDriver API
 reads console logs, moves a slider and picks from a <select> as a user does, with no protocol code here.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import ROOT
 
 from minigpt2 import GPT2, Tokenizer
 from minigpt2.attribution import direct_logit_attribution
@@ -38,11 +39,6 @@ def read_page(page: str) -> dict:
             raw = bytearray(base64.b64decode(value))
             data[name] = torch.frombuffer(raw, dtype=dtypes.get(name, torch.float32)) if raw else torch.zeros(0)
     return data
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_checkpoint):
-    return GPT2.from_pretrained(str(tiny_checkpoint)), Tokenizer.from_pretrained(str(tiny_checkpoint))
 
 
 @pytest.fixture(scope="module")
@@ -129,42 +125,6 @@ def test_a_prompt_cannot_break_out_of_the_page(tiny):
     page = explore(model, tokenizer, prompt, max_new_tokens=2).html()
     assert page.count("</script>") == 2  # the data block's and page.js's own
     assert read_page(page)["prompt_text"] == tokenizer.decode(tokenizer.encode(prompt))
-
-
-def test_cli_writes_the_page(tiny_checkpoint, tmp_path):
-    out = tmp_path / "page.html"
-    result = run_cli("explore", "Hello", "--model", str(tiny_checkpoint), "--max-new-tokens", "5", "-o", str(out))
-    assert result.returncode == 0, result.stderr
-    assert f"wrote {out}: 5 steps" in result.stdout
-    data = read_page(out.read_text())
-    assert len(data["tokens"]) - data["prompt_len"] == 5 and data["model"] == str(tiny_checkpoint)
-    assert not re.search(r"""(src|href)=["']?https?:""", out.read_text())  # nothing fetched from a network
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["-o", "{tmp}/missing/page.html"], "the folder {tmp}/missing does not exist"),
-        (["-o", "{tmp}"], "is a folder; give a file name in it"),
-        (["--num-beams", "2"], "unrecognized arguments: --num-beams"),
-        (["--max-new-tokens", "0"], "expected a whole number of at least 1"),
-        (["--candidates", "x"], "expected a whole number of at least 1"),
-        (["--temperature", "0", "--do-sample"], "temperature"),
-    ],
-)
-def test_bad_input_is_one_line(tiny_checkpoint, tmp_path, args, message):
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    out = ["-o", str(tmp_path / "page.html")] if "-o" not in args else []
-    result = run_cli("explore", "Hi", "--model", str(tiny_checkpoint), *out, *args)
-    assert result.returncode in (1, 2) and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and message.replace("{tmp}", str(tmp_path)) in result.stderr
-
-
-def test_an_unwritable_output_is_refused_before_the_model_loads(tmp_path):
-    result = run_cli("explore", "--model", str(tmp_path / "no-such-model"), "-o", str(tmp_path / "no" / "page.html"))
-    assert (
-        result.returncode == 1 and "does not exist; create it" in result.stderr and "no-such-model" not in result.stderr
-    )
 
 
 @pytest.mark.slow

@@ -1,45 +1,106 @@
-"""Batches with left padding, sampling, finished rows and streaming; against transformers where it does the same."""
+"""minigpt2/generation/__init__.py: the loop. Cached and plain loops, lengths, finished rows and eos,
+left-padded batches, sampling and its seeds, streaming, and the requests it refuses before any work;
+against transformers' generate where it does the same."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
-from conftest import LOGIT_TOLERANCE, run_cli, worst_deviation
-from transformers import GPT2LMHeadModel
+from conftest import LOGIT_TOLERANCE, RANDOM_CONFIG, random_prompt, worst_deviation
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from minigpt2 import GPT2, Tokenizer
+from minigpt2 import GPT2
 
 PROMPTS = ["Once upon a time", "Hello", "The quick brown fox jumps over the lazy dog because", "안녕하세요 👋"]
 NEW_TOKENS = 20
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_checkpoint):
-    return GPT2.from_pretrained(tiny_checkpoint), Tokenizer.from_pretrained(tiny_checkpoint)
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_checkpoint):
-    return GPT2LMHeadModel.from_pretrained(tiny_checkpoint).eval()
 
 
 def new_tokens(row: list[int], eos: int) -> list[int]:
     return row[: row.index(eos) + 1] if eos in row else row
 
 
-def test_encode_batch_pads_on_the_left(tiny):
-    _, tokenizer = tiny
-    input_ids, attention_mask = tokenizer.encode_batch(["Hello there", "Hi", ""])
-    lengths = attention_mask.sum(dim=1).tolist()
-    assert lengths == [len(tokenizer.encode("Hello there")), len(tokenizer.encode("Hi")), 1]
-    for row, mask, text in zip(input_ids.tolist(), attention_mask.tolist(), ["Hello there", "Hi"], strict=False):
-        real = [t for t, m in zip(row, mask, strict=True) if m]
-        assert real == tokenizer.encode(text) and mask == sorted(mask)  # zeros first, then ones
-    assert input_ids[2, -1] == tokenizer.eos_token_id  # an empty text starts from eos
-    assert (input_ids[attention_mask == 0] == tokenizer.eos_token_id).all()  # pad = eos
+# ---- on a random model: lengths, eos, refusals ----
+
+
+def test_cached_and_plain_loops_pick_the_same_tokens(random_model):
+    model = random_model
+    ids = random_prompt(batch=3, seed=3)
+    cached = model.generate(ids, max_new_tokens=20)
+    plain = model.generate(ids, max_new_tokens=20, use_cache=False)
+    assert cached.shape == (3, 25) and cached.dtype == torch.long
+    assert torch.equal(cached, plain)
+    assert torch.equal(cached[:, :5], ids)
+
+
+def test_max_length_counts_the_prompt(random_model):
+    model = random_model
+    ids = random_prompt()
+    assert torch.equal(model.generate(ids, max_length=9), model.generate(ids, max_new_tokens=4))
+    assert torch.equal(model.generate(ids, max_new_tokens=0), ids)
+
+
+def test_num_return_sequences_repeats_each_prompt(random_model):
+    model = random_model
+    ids = random_prompt()
+    out = model.generate(ids, max_new_tokens=6, num_return_sequences=2)
+    assert out.shape == (4, 11)
+    assert torch.equal(out[0], out[1]) and torch.equal(out[2], out[3])
+
+
+def test_stops_at_eos_and_pads_finished_rows(random_model):
+    model = random_model
+    ids = random_prompt()
+    free = model.generate(ids, max_new_tokens=10)
+    eos = int(free[0, -1])  # pretend the last token row 0 emits is the end of text
+    pad = next(t for t in range(RANDOM_CONFIG.vocab_size) if t != eos)
+    stopped = model.generate(ids, max_new_tokens=10, eos_token_id=eos, pad_token_id=pad)
+    generated = stopped[0, 5:].tolist()
+    end = generated.index(eos)
+    assert generated[: end + 1] == free[0, 5 : 5 + end + 1].tolist()
+    assert generated[end + 1 :] and all(t == pad for t in generated[end + 1 :])  # finished: padding from then on
+    if eos not in free[1, 5:].tolist():
+        assert stopped.size(1) == 15  # row 1 never finished, so the loop ran to the end
+    only_row0 = model.generate(ids[:1], max_new_tokens=10, eos_token_id=eos)
+    assert only_row0.size(1) == 5 + end + 1  # a batch whose rows have all finished stops early
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(max_new_tokens=28), "longer than the model's context"),
+        (dict(max_length=33), "longer than the model's context"),
+        (dict(), "exactly one of max_new_tokens"),
+        (dict(max_new_tokens=3, max_length=9), "exactly one of max_new_tokens"),
+        (dict(max_new_tokens=-1), "max_new_tokens must be 0 or more"),
+        (dict(max_length=4), "shorter than the prompt"),
+        (dict(max_new_tokens=3, num_return_sequences=0), "num_return_sequences"),
+        (dict(max_new_tokens=3, eos_token_id=97), "eos_token_id 97 is outside the vocabulary"),
+        (dict(max_new_tokens=3, eos_token_id=1, pad_token_id=-1), "pad_token_id -1 is outside the vocabulary"),
+    ],
+)
+def test_bad_requests_fail_before_any_work(random_model, kwargs, message, monkeypatch):
+    model = random_model
+    monkeypatch.setattr(GPT2, "forward", lambda *a, **k: pytest.fail("the model ran before the request was checked"))
+    with pytest.raises(ValueError, match=message):
+        model.generate(random_prompt(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "input_ids, message",
+    [
+        (torch.zeros(1, 0, dtype=torch.long), "prompt is empty"),
+        (torch.tensor([1, 2, 3]), "shape \\[batch, tokens\\]"),
+        (torch.tensor([[1.0, 2.0]]), "LongTensor"),
+        (torch.tensor([[1, 97]]), "outside the vocabulary"),
+    ],
+)
+def test_bad_input_ids(random_model, input_ids, message):
+    model = random_model
+    with pytest.raises(ValueError, match=message):
+        model.generate(input_ids, max_new_tokens=2)
+
+
+# ---- on the tiny checkpoint: padding, sampling, streaming ----
 
 
 def test_padded_logits_match_transformers(tiny, reference):
@@ -178,20 +239,6 @@ def test_bad_sampling_and_padding_requests(tiny, kwargs, message):
         model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=2, **kwargs)
 
 
-TEXTS = ["안녕하세요, 세계! 👋🏽 👨‍👩‍👧", "こんにちは 世界", "plain ASCII", "naïve café ☕"]
-
-
-@pytest.mark.parametrize("text", TEXTS)
-def test_streamed_text_is_never_broken_and_joins_to_the_whole(tiny, text):
-    _, tokenizer = tiny
-    ids = tokenizer.encode(text)
-    pieces = list(tokenizer.decode_stream(iter(ids)))
-    assert "".join(pieces) == tokenizer.decode(ids) == text
-    assert not any("\ufffd" in piece for piece in pieces)  # no half of a character printed on its own
-    if text == TEXTS[0]:  # the case that matters happens: some tokens hold only part of a character
-        assert any("\ufffd" in tokenizer.decode([i]) for i in ids)
-
-
 def test_stream_yields_the_tokens_generate_returns(tiny):
     model, tokenizer = tiny
     input_ids, attention_mask = tokenizer.encode_batch(PROMPTS)
@@ -204,29 +251,3 @@ def test_stream_yields_the_tokens_generate_returns(tiny):
     row = out[3, input_ids.size(1) :].tolist()
     streamed = "".join(tokenizer.decode_stream(iter(new_tokens(row, tokenizer.eos_token_id))))
     assert streamed == tokenizer.decode(new_tokens(row, tokenizer.eos_token_id))
-
-
-def test_cli_streams_the_same_text_it_prints_at_the_end(tiny_checkpoint):
-    for prompt in ("안녕하세요 👋", "Once upon a time"):
-        args = (prompt, "--model", str(tiny_checkpoint), "--max-new-tokens", "30")
-        streamed, at_end = run_cli(*args, "--stream"), run_cli(*args, "--no-stream")
-        assert streamed.returncode == at_end.returncode == 0, streamed.stderr + at_end.stderr
-        assert streamed.stdout == at_end.stdout and streamed.stdout.startswith(prompt)
-
-
-def test_cli_several_prompts_match_each_prompt_alone(tiny_checkpoint):
-    args = ("--model", str(tiny_checkpoint), "--max-new-tokens", "15")
-    both = run_cli("Hello", "The quick brown fox", *args)
-    assert both.returncode == 0, both.stderr
-    alone = [run_cli(prompt, *args).stdout for prompt in ("Hello", "The quick brown fox")]
-    assert both.stdout == f"0: {alone[0]}1: {alone[1]}"  # each "i: text" line, as the prompt alone prints it
-
-
-def test_cli_sampling_repeats_with_a_seed(tiny_checkpoint):
-    args = ("Hello", "--model", str(tiny_checkpoint), "--max-new-tokens", "15", "--do-sample", "--top-p", "0.9")
-    first, second = run_cli(*args, "--seed", "3"), run_cli(*args, "--seed", "3")
-    assert first.returncode == 0, first.stderr
-    assert first.stdout == second.stdout
-    three = run_cli(*args, "--seed", "4", "--num-return-sequences", "3", "--temperature", "1.5").stdout
-    labels_and_texts = re.split(r"^(\d+): ", three, flags=re.MULTILINE)[1:]
-    assert labels_and_texts[::2] == ["0", "1", "2"] and len(set(labels_and_texts[1::2])) == 3  # three samples

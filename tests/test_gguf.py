@@ -1,11 +1,11 @@
 """minigpt2 export --gguf: the file holds the checkpoint's numbers under llama.cpp's names, and llama.cpp
-itself (llama-cpp-python, when installed: .ci/run installs it) reads it back to the same logits and tokens."""
+itself (llama-cpp-python, when installed: .ci/run installs it) reads it back to the same logits and tokens.
+(The `minigpt2 export` command line: test_cli.py.)"""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run_cli
 
 from minigpt2 import GPT2, Tokenizer
 from minigpt2.checkpoint import resolve
@@ -29,8 +29,8 @@ def _tensors(path) -> dict:
     return {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
 
 
-def test_the_file_holds_the_checkpoint_under_llama_cpp_names(tiny_checkpoint, exported):
-    model = GPT2.from_pretrained(str(tiny_checkpoint))
+def test_the_file_holds_the_checkpoint_under_llama_cpp_names(tiny, exported):
+    model, _ = tiny
     tensors = _tensors(exported["f32"])
     L = model.config.n_layer
     assert len(tensors) == 2 + 12 * L + 2  # embeddings, 6 weights + 6 biases per block, final norm; head tied
@@ -51,20 +51,20 @@ def test_the_file_holds_the_checkpoint_under_llama_cpp_names(tiny_checkpoint, ex
     assert (error <= step * (0.5 + 127 * 2**-11) * 1.001).all()
 
 
-def test_the_vocabulary_is_the_tokenizers(tiny_checkpoint, kogpt2_checkpoint):
+def test_the_vocabulary_is_the_tokenizers(tiny_checkpoint, tiny, kogpt2_checkpoint):
     tokens, merges, special = vocabulary(resolve(tiny_checkpoint))
-    tokenizer = Tokenizer.from_pretrained(str(tiny_checkpoint))
+    _, tokenizer = tiny
     assert len(tokens) == tokenizer.vocab_size and special == [tokenizer.eos_token_id]
     assert tokens[tokenizer.eos_token_id] == "<|endoftext|>" and all(len(m.split(" ")) == 2 for m in merges)
     with pytest.raises(ValueError, match="only GPT-2's byte-level BPE"):
         vocabulary(resolve(kogpt2_checkpoint))
 
 
-def test_llama_cpp_reads_it_back(tiny_checkpoint, exported):
+def test_llama_cpp_reads_it_back(tiny, exported):
     pytest.importorskip("llama_cpp", reason='llama.cpp is the bench extra: pip install -e ".[bench]"')
     from bench.peers import Peer  # the benchmark's peer: scripts/, on the path through conftest
 
-    model, tokenizer = GPT2.from_pretrained(str(tiny_checkpoint)), Tokenizer.from_pretrained(str(tiny_checkpoint))
+    model, tokenizer = tiny
     ids = tokenizer.encode(PROMPT)
     with torch.no_grad():
         ours = model(torch.tensor([ids]))[0]
@@ -96,15 +96,3 @@ def test_a_fine_tune_with_a_padded_vocabulary(finetuned_checkpoint, tmp_path):
     assert tokens[pad] == "<|pad|>" and tokens[-1].startswith("[PAD")
     types = reader.fields["tokenizer.ggml.token_type"]
     assert int(types.parts[types.data[pad]][0]) == 3 and int(types.parts[types.data[-1]][0]) == 5
-
-
-def test_cli_export(tiny_checkpoint, tmp_path):
-    out = tmp_path / "tiny.gguf"
-    result = run_cli("export", str(tiny_checkpoint), "--gguf", str(out), "--type", "q8_0")
-    assert result.returncode == 0, result.stderr
-    assert f"wrote {out}: q8_0" in result.stdout and out.stat().st_size > 0
-    assert not list(tmp_path.glob("*.partial"))
-    bad = run_cli("export", str(tiny_checkpoint), "--gguf", str(tmp_path / "no" / "x.gguf"))
-    assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1 and "does not exist" in bad.stderr
-    wrong = run_cli("export", str(tiny_checkpoint), "--gguf", str(out), "--type", "q4")
-    assert wrong.returncode == 2 and "invalid choice: 'q4'" in wrong.stderr

@@ -1,23 +1,22 @@
-"""Named activations, interventions, attention patterns and the logit lens, checked against transformers."""
+"""minigpt2/internals.py (and hooks.py): named activations, interventions, attention patterns and the logit lens,
+checked against transformers; and the notebook that walks through them, run end to end."""
 
 from __future__ import annotations
 
 import copy
 import json
-import re
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import LOGIT_TOLERANCE, ROOT, run_cli
+from conftest import LOGIT_TOLERANCE, ROOT
 from transformers import GPT2LMHeadModel
-
-from minigpt2 import GPT2
 
 
 @pytest.fixture(scope="module")
-def model(tiny_checkpoint):
-    return GPT2.from_pretrained(tiny_checkpoint)
+def model(tiny):
+    """The session-wide tiny model."""
+    return tiny[0]
 
 
 @pytest.fixture(scope="module")
@@ -126,22 +125,6 @@ def test_zeroing_one_head_changes_what_it_should_and_nothing_else(model, ids):
         pruned.h[layer].attn.c_proj.weight[:, head * D : (head + 1) * D] = 0
     torch.testing.assert_close(after_logits, pruned(ids), rtol=0, atol=1e-5)
     assert (after_logits - model(ids)).abs().max() > 1e-2  # and it did change the output
-
-
-def test_explain_shows_every_step(tiny_checkpoint):
-    for extra in ([], ["--do-sample", "--seed", "2"]):
-        result = run_cli(
-            "Once upon a time", "--model", str(tiny_checkpoint), "--max-new-tokens", "6", "--explain", "3", *extra
-        )
-        assert result.returncode == 0, result.stderr
-        steps = [line for line in result.stdout.splitlines() if line.startswith("step ")]
-        assert [line.split(":")[0] for line in steps] == [f"step {n}" for n in range(1, 7)]
-        for line in steps:  # "step n: picked 'x' p=0.123 | top 3: 'a' 0.200  'b' 0.100  'c' 0.050"
-            picked, candidates = re.fullmatch(r"step \d+: picked (.+) p=[01]\.\d{3} \| top 3: (.+)", line).groups()
-            candidates = re.findall(r"('.*?'|\".*?\") ([01]\.\d{3})", candidates)
-            assert len(candidates) == 3
-            if not extra:  # greedy picks the most likely candidate
-                assert picked == candidates[0][0]
 
 
 def test_notebook_runs_end_to_end(tiny_checkpoint, monkeypatch, tmp_path):

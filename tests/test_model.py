@@ -1,115 +1,176 @@
-"""The model and the generation loop on their own: shapes, the KV cache, stopping, and refusals."""
+"""minigpt2/model.py: the forward pass. Logits and greedy tokens against transformers' GPT2LMHeadModel
+loaded from the same files, every config variant GPT-2 has, shapes and refusals, and the presets."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
+from conftest import LOGIT_TOLERANCE, RANDOM_CONFIG, TINY_INIT, random_prompt
+from minigpt2.parity.checkpoints import write_checkpoint
+from transformers import GPT2LMHeadModel
 
 from minigpt2 import GPT2, PRESETS, GPT2Config
+from minigpt2.activations import ACTIVATIONS
 
-TINY = GPT2Config(vocab_size=97, n_positions=32, n_embd=32, n_layer=2, n_head=4, eos_token_id=96)
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return GPT2(TINY).eval()
+NEW_TOKENS = 40
 
 
-def prompt(batch=2, length=5, seed=0):
-    return torch.randint(0, TINY.vocab_size - 1, (batch, length), generator=torch.Generator().manual_seed(seed))
+def load_both(path):
+    return GPT2.from_pretrained(path), GPT2LMHeadModel.from_pretrained(path).eval()
 
 
-def test_logits_shape_and_next_token(model):
-    ids = prompt()
+def max_logit_difference(ours, reference, input_ids) -> float:
+    with torch.no_grad():
+        return (ours(input_ids) - reference(input_ids).logits).abs().max().item()
+
+
+def reference_greedy(reference, input_ids, eos_token_id):
+    return reference.generate(
+        input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        max_new_tokens=NEW_TOKENS,
+        do_sample=False,
+        eos_token_id=eos_token_id,
+        pad_token_id=eos_token_id,
+    )
+
+
+# ---- against transformers ----
+
+
+@pytest.mark.parametrize("layout", ["tiny_checkpoint", "tiny_saved_checkpoint"])
+def test_logits_match_transformers_tiny(layout, request):
+    ours, reference = load_both(request.getfixturevalue(layout))
+    input_ids = torch.randint(0, ours.config.vocab_size, (3, 50), generator=torch.Generator().manual_seed(0))
+    diff = max_logit_difference(ours, reference, input_ids)
+    print(f"\n{layout}: max abs logit difference {diff:.3e} (tolerance {LOGIT_TOLERANCE:.0e})")
+    assert diff <= LOGIT_TOLERANCE
+
+
+# Variants that compute what GPT-2's defaults compute: the tanh GELU written other ways, and the fp32
+# upcast, which changes nothing when the weights are fp32 already.
+SAME_AS_DEFAULT = {"gelu_pytorch_tanh", "gelu_python_tanh", "gelu_fast", "gelu_accurate", "reorder_and_upcast_attn"}
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"n_inner": 100, "layer_norm_epsilon": 1e-6, "n_positions": 64},
+        {"activation_function": "gelu_pytorch_tanh", "n_layer": 3, "n_head": 8},
+        {"activation_function": "gelu", "vocab_size": 321},
+        {"n_positions": 77, "vocab_size": 50304 // 64},
+        {"tie_word_embeddings": False},
+        {"scale_attn_by_inverse_layer_idx": True, "n_layer": 4},
+        {"scale_attn_weights": False},
+        {"reorder_and_upcast_attn": True},
+        *({"activation_function": name} for name in ACTIVATIONS if name != "gelu_new"),
+    ],
+    ids=lambda v: ",".join(f"{k}={v}" for k, v in v.items()),
+)
+def test_config_variants_match_transformers(variant, tmp_path):
+    """Any GPT2LMHeadModel checkpoint builds from its own config.json, not only the official shapes,
+    and computes each variant transformers' GPT-2 computes."""
+    ours, reference = load_both(
+        write_checkpoint(tmp_path, shape="tiny", seed=5, initializer_range=TINY_INIT, **variant)
+    )
+    input_ids = torch.randint(0, ours.config.vocab_size, (2, 30), generator=torch.Generator().manual_seed(0))
+    diff = max_logit_difference(ours, reference, input_ids)
+    # The same weights computed as plain GPT-2: the variant must move the logits well past the tolerance.
+    plain = GPT2(replace(ours.config, **{k: getattr(GPT2Config(), k) for k in variant if k in VARIANT_FIELDS}))
+    plain.load_state_dict(ours.state_dict(), strict=False)
+    with torch.no_grad():
+        moved = (plain(input_ids) - ours(input_ids)).abs().max().item()
+    print(f"\n{variant}: max abs logit difference {diff:.3e}; the variant moves the logits by {moved:.3e}")
+    assert diff <= LOGIT_TOLERANCE
+    if not SAME_AS_DEFAULT & {*variant, *variant.values()} and set(variant) & VARIANT_FIELDS:
+        assert moved > 10 * LOGIT_TOLERANCE
+
+
+VARIANT_FIELDS = {
+    "activation_function",
+    "tie_word_embeddings",
+    "scale_attn_weights",
+    "scale_attn_by_inverse_layer_idx",
+    "reorder_and_upcast_attn",
+}
+
+
+def test_reorder_and_upcast_attn_computes_attention_in_fp32_under_bf16(tmp_path):
+    path = write_checkpoint(tmp_path, shape="tiny", seed=5, initializer_range=TINY_INIT, reorder_and_upcast_attn=True)
+    ours = GPT2.from_pretrained(path, dtype=torch.bfloat16)
+    # transformers applies the option in its eager attention only; its default (sdpa) ignores it.
+    reference = GPT2LMHeadModel.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="eager").eval()
+    input_ids = torch.randint(0, ours.config.vocab_size, (2, 30), generator=torch.Generator().manual_seed(0))
+    logits, acts = ours.run_with_cache(input_ids, names=["blocks.0.attn.hook_attn_scores", "blocks.0.attn.hook_z"])
+    assert acts["blocks.0.attn.hook_attn_scores"].dtype == torch.float32  # scores and softmax in fp32
+    assert acts["blocks.0.attn.hook_z"].dtype == torch.bfloat16  # the rest in the weights' dtype
+    with torch.no_grad():
+        theirs = reference(input_ids).logits.float()
+    relative = (logits.float() - theirs).abs().max().item() / theirs.abs().max().item()
+    print(f"\nbf16 with reorder_and_upcast_attn vs transformers (eager): {relative:.2%} of the largest logit")
+    assert relative < 0.03
+
+
+def test_a_subtle_mistake_shows_far_above_the_tolerance(tiny_checkpoint, reference):
+    """The parity tests can fail: exact GELU in place of the tanh approximation is caught."""
+    ours = GPT2.from_pretrained(tiny_checkpoint)  # its own model: the mistake is written into it
+    for block in ours.h:
+        block.mlp.act = torch.nn.functional.gelu
+    input_ids = torch.randint(0, ours.config.vocab_size, (3, 50), generator=torch.Generator().manual_seed(0))
+    diff = max_logit_difference(ours, reference, input_ids)
+    print(f"\nexact GELU instead of tanh: max abs logit difference {diff:.3e}")
+    assert diff > 10 * LOGIT_TOLERANCE
+
+
+def test_greedy_matches_transformers_tiny(tiny, reference):
+    ours, _ = tiny
+    eos = ours.config.eos_token_id
+    input_ids = torch.randint(0, eos, (4, 7), generator=torch.Generator().manual_seed(1))
+    expected = reference_greedy(reference, input_ids, eos)
+    for use_cache in (True, False):
+        got = ours.generate(input_ids, max_new_tokens=NEW_TOKENS, eos_token_id=eos, use_cache=use_cache)
+        assert got.tolist() == expected.tolist(), f"use_cache={use_cache}"
+
+
+@pytest.mark.slow
+def test_gpt2_medium_shape_logits_and_greedy(medium_checkpoint):
+    ours, reference = load_both(medium_checkpoint)
+    assert (ours.config.n_layer, ours.config.n_embd, ours.config.n_head, ours.config.n_positions) == (
+        24,
+        1024,
+        16,
+        1024,
+    )
+    input_ids = torch.randint(0, 50257, (1, 64), generator=torch.Generator().manual_seed(2))
+    diff = max_logit_difference(ours, reference, input_ids)
+    print(f"\ngpt2-medium shape: max abs logit difference {diff:.3e} (tolerance {LOGIT_TOLERANCE:.0e})")
+    assert diff <= LOGIT_TOLERANCE
+
+    prompt = input_ids[:, :8]
+    expected = reference_greedy(reference, prompt, eos_token_id=50256)
+    cached = ours.generate(prompt, max_new_tokens=NEW_TOKENS, eos_token_id=50256)
+    plain = ours.generate(prompt, max_new_tokens=NEW_TOKENS, eos_token_id=50256, use_cache=False)
+    assert cached.tolist() == expected.tolist()
+    assert plain.tolist() == cached.tolist()
+    assert cached.size(1) == prompt.size(1) + NEW_TOKENS  # no eos: all 40 tokens were compared
+
+
+# ---- on its own: a random model, no files ----
+
+
+def test_logits_shape_and_next_token(random_model):
+    model = random_model
+    ids = random_prompt()
     logits = model(ids)
-    assert logits.shape == (2, 5, TINY.vocab_size)  # [batch, tokens, vocabulary]
+    assert logits.shape == (2, 5, RANDOM_CONFIG.vocab_size)  # [batch, tokens, vocabulary]
     next_token = logits[0, -1].argmax()
     assert model.generate(ids[:1], max_new_tokens=1)[0, -1] == next_token
 
 
-def test_cache_in_pieces_equals_one_full_forward(model):
-    ids = prompt(length=12)
-    full = model(ids)
-    cache = model.new_cache(batch_size=2)
-    pieces = [model(ids[:, a:b], cache) for a, b in ((0, 5), (5, 6), (6, 10), (10, 12))]
-    assert cache.length == 12
-    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-5)
-
-
-def test_cached_and_plain_loops_pick_the_same_tokens(model):
-    ids = prompt(batch=3, seed=3)
-    cached = model.generate(ids, max_new_tokens=20)
-    plain = model.generate(ids, max_new_tokens=20, use_cache=False)
-    assert cached.shape == (3, 25) and cached.dtype == torch.long
-    assert torch.equal(cached, plain)
-    assert torch.equal(cached[:, :5], ids)
-
-
-def test_max_length_counts_the_prompt(model):
-    ids = prompt()
-    assert torch.equal(model.generate(ids, max_length=9), model.generate(ids, max_new_tokens=4))
-    assert torch.equal(model.generate(ids, max_new_tokens=0), ids)
-
-
-def test_num_return_sequences_repeats_each_prompt(model):
-    ids = prompt()
-    out = model.generate(ids, max_new_tokens=6, num_return_sequences=2)
-    assert out.shape == (4, 11)
-    assert torch.equal(out[0], out[1]) and torch.equal(out[2], out[3])
-
-
-def test_stops_at_eos_and_pads_finished_rows(model):
-    ids = prompt()
-    free = model.generate(ids, max_new_tokens=10)
-    eos = int(free[0, -1])  # pretend the last token row 0 emits is the end of text
-    pad = next(t for t in range(TINY.vocab_size) if t != eos)
-    stopped = model.generate(ids, max_new_tokens=10, eos_token_id=eos, pad_token_id=pad)
-    generated = stopped[0, 5:].tolist()
-    end = generated.index(eos)
-    assert generated[: end + 1] == free[0, 5 : 5 + end + 1].tolist()
-    assert generated[end + 1 :] and all(t == pad for t in generated[end + 1 :])  # finished: padding from then on
-    if eos not in free[1, 5:].tolist():
-        assert stopped.size(1) == 15  # row 1 never finished, so the loop ran to the end
-    only_row0 = model.generate(ids[:1], max_new_tokens=10, eos_token_id=eos)
-    assert only_row0.size(1) == 5 + end + 1  # a batch whose rows have all finished stops early
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (dict(max_new_tokens=28), "longer than the model's context"),
-        (dict(max_length=33), "longer than the model's context"),
-        (dict(), "exactly one of max_new_tokens"),
-        (dict(max_new_tokens=3, max_length=9), "exactly one of max_new_tokens"),
-        (dict(max_new_tokens=-1), "max_new_tokens must be 0 or more"),
-        (dict(max_length=4), "shorter than the prompt"),
-        (dict(max_new_tokens=3, num_return_sequences=0), "num_return_sequences"),
-        (dict(max_new_tokens=3, eos_token_id=97), "eos_token_id 97 is outside the vocabulary"),
-        (dict(max_new_tokens=3, eos_token_id=1, pad_token_id=-1), "pad_token_id -1 is outside the vocabulary"),
-    ],
-)
-def test_bad_requests_fail_before_any_work(model, kwargs, message, monkeypatch):
-    monkeypatch.setattr(GPT2, "forward", lambda *a, **k: pytest.fail("the model ran before the request was checked"))
-    with pytest.raises(ValueError, match=message):
-        model.generate(prompt(), **kwargs)
-
-
-@pytest.mark.parametrize(
-    "input_ids, message",
-    [
-        (torch.zeros(1, 0, dtype=torch.long), "prompt is empty"),
-        (torch.tensor([1, 2, 3]), "shape \\[batch, tokens\\]"),
-        (torch.tensor([[1.0, 2.0]]), "LongTensor"),
-        (torch.tensor([[1, 97]]), "outside the vocabulary"),
-    ],
-)
-def test_bad_input_ids(model, input_ids, message):
-    with pytest.raises(ValueError, match=message):
-        model.generate(input_ids, max_new_tokens=2)
-
-
-def test_forward_refuses_more_than_the_context_or_the_cache(model):
+def test_forward_refuses_more_than_the_context_or_the_cache(random_model):
+    model = random_model
     with pytest.raises(ValueError, match="longer than the context"):
         model(torch.zeros(1, 33, dtype=torch.long))
     cache = model.new_cache(batch_size=1, max_len=4)

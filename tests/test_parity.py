@@ -1,153 +1,70 @@
-"""Logits and greedy tokens against transformers' GPT2LMHeadModel, loaded from the same files."""
+"""minigpt2/parity/: the parity report (scripts/parity.py and `minigpt2 parity`) passes on a faithful model,
+fine-tunes and the Korean GPT-2's layout included, locates a drift at its layer, and refuses bad input in one line.
+(The model's own parity with transformers: test_model.py.)"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
 
+from minigpt2 import parity
 import pytest
 import torch
-from conftest import LOGIT_TOLERANCE, TINY_INIT
-from minigpt2.parity.checkpoints import write_checkpoint
-from transformers import GPT2LMHeadModel
-
-from minigpt2 import GPT2, GPT2Config
-from minigpt2.activations import ACTIVATIONS
-
-NEW_TOKENS = 40
+from conftest import run_python, run_script
 
 
-def load_both(path):
-    return GPT2.from_pretrained(path), GPT2LMHeadModel.from_pretrained(path).eval()
+def test_report_passes_on_a_faithful_checkpoint(tiny_checkpoint, tmp_path):
+    result = run_script("parity.py", str(tiny_checkpoint), "--json", str(tmp_path / "parity.json"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert report["passed"] and report["first_drifting_layer"] is None
+    assert list(report["prompts"]) == ["english", "korean", "code", "long"]
+    assert report["prompts"]["long"]["tokens"] == 128 - parity.LONG_PROMPT_MARGIN  # near the tiny context
+    for name, p in report["prompts"].items():
+        assert p["tokenizer_identical"] and p["top1_agreement"] == 1.0, name
+        assert p["greedy_first_difference"] is None and p["greedy_tokens"] > 0
+    assert "PASS" in result.stdout and "residual stream" in result.stdout
 
 
-def max_logit_difference(ours, reference, input_ids) -> float:
-    with torch.no_grad():
-        return (ours(input_ids) - reference(input_ids).logits).abs().max().item()
+def test_a_drift_fails_the_report_and_is_located_at_its_layer(tiny_checkpoint, monkeypatch, capsys):
+    load = parity.load_model
 
+    def load_with_exact_gelu_in_block_1(*args, **kwargs):
+        model = load(*args, **kwargs)
+        model.h[1].mlp.act = torch.nn.functional.gelu  # a subtle mistake in one layer
+        return model
 
-def reference_greedy(reference, input_ids, eos_token_id):
-    return reference.generate(
-        input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        max_new_tokens=NEW_TOKENS,
-        do_sample=False,
-        eos_token_id=eos_token_id,
-        pad_token_id=eos_token_id,
-    )
-
-
-@pytest.mark.parametrize("layout", ["tiny_checkpoint", "tiny_saved_checkpoint"])
-def test_logits_match_transformers_tiny(layout, request):
-    ours, reference = load_both(request.getfixturevalue(layout))
-    input_ids = torch.randint(0, ours.config.vocab_size, (3, 50), generator=torch.Generator().manual_seed(0))
-    diff = max_logit_difference(ours, reference, input_ids)
-    print(f"\n{layout}: max abs logit difference {diff:.3e} (tolerance {LOGIT_TOLERANCE:.0e})")
-    assert diff <= LOGIT_TOLERANCE
-
-
-# Variants that compute what GPT-2's defaults compute: the tanh GELU written other ways, and the fp32
-# upcast, which changes nothing when the weights are fp32 already.
-SAME_AS_DEFAULT = {"gelu_pytorch_tanh", "gelu_python_tanh", "gelu_fast", "gelu_accurate", "reorder_and_upcast_attn"}
+    monkeypatch.setattr(parity, "load_model", load_with_exact_gelu_in_block_1)
+    assert parity.main([str(tiny_checkpoint)]) == 1
+    out = capsys.readouterr().out
+    report = parity.compare(str(tiny_checkpoint))
+    assert report["first_drifting_layer"] == 2  # the stream into block 2 (here: into ln_f) is the first to differ
+    assert report["residual_stream_max_difference"][1] < 1e-5  # into block 1: as before
+    assert "FAIL" in out and "drifts from block 2" in out
 
 
 @pytest.mark.parametrize(
-    "variant",
+    "args, message",
     [
-        {"n_inner": 100, "layer_norm_epsilon": 1e-6, "n_positions": 64},
-        {"activation_function": "gelu_pytorch_tanh", "n_layer": 3, "n_head": 8},
-        {"activation_function": "gelu", "vocab_size": 321},
-        {"n_positions": 77, "vocab_size": 50304 // 64},
-        {"tie_word_embeddings": False},
-        {"scale_attn_by_inverse_layer_idx": True, "n_layer": 4},
-        {"scale_attn_weights": False},
-        {"reorder_and_upcast_attn": True},
-        *({"activation_function": name} for name in ACTIVATIONS if name != "gelu_new"),
+        (["./does/not/exist"], "no such file or directory"),
+        (["{ckpt}", "--device", "cuda:9"], "is not available on this machine"),
     ],
-    ids=lambda v: ",".join(f"{k}={v}" for k, v in v.items()),
 )
-def test_config_variants_match_transformers(variant, tmp_path):
-    """Any GPT2LMHeadModel checkpoint builds from its own config.json, not only the official shapes,
-    and computes each variant transformers' GPT-2 computes."""
-    ours, reference = load_both(
-        write_checkpoint(tmp_path, shape="tiny", seed=5, initializer_range=TINY_INIT, **variant)
-    )
-    input_ids = torch.randint(0, ours.config.vocab_size, (2, 30), generator=torch.Generator().manual_seed(0))
-    diff = max_logit_difference(ours, reference, input_ids)
-    # The same weights computed as plain GPT-2: the variant must move the logits well past the tolerance.
-    plain = GPT2(replace(ours.config, **{k: getattr(GPT2Config(), k) for k in variant if k in VARIANT_FIELDS}))
-    plain.load_state_dict(ours.state_dict(), strict=False)
-    with torch.no_grad():
-        moved = (plain(input_ids) - ours(input_ids)).abs().max().item()
-    print(f"\n{variant}: max abs logit difference {diff:.3e}; the variant moves the logits by {moved:.3e}")
-    assert diff <= LOGIT_TOLERANCE
-    if not SAME_AS_DEFAULT & {*variant, *variant.values()} and set(variant) & VARIANT_FIELDS:
-        assert moved > 10 * LOGIT_TOLERANCE
+def test_bad_input_exits_2_with_one_line(tiny_checkpoint, args, message):
+    result = run_script("parity.py", *[a.replace("{ckpt}", str(tiny_checkpoint)) for a in args])
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
 
 
-VARIANT_FIELDS = {
-    "activation_function",
-    "tie_word_embeddings",
-    "scale_attn_weights",
-    "scale_attn_by_inverse_layer_idx",
-    "reorder_and_upcast_attn",
-}
+def test_minigpt2_parity_runs_the_same_report(tiny_checkpoint):
+    result = run_python("-m", "minigpt2.cli", "parity", str(tiny_checkpoint), "--json", "-")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["passed"]
 
 
-def test_reorder_and_upcast_attn_computes_attention_in_fp32_under_bf16(tmp_path):
-    path = write_checkpoint(tmp_path, shape="tiny", seed=5, initializer_range=TINY_INIT, reorder_and_upcast_attn=True)
-    ours = GPT2.from_pretrained(path, dtype=torch.bfloat16)
-    # transformers applies the option in its eager attention only; its default (sdpa) ignores it.
-    reference = GPT2LMHeadModel.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="eager").eval()
-    input_ids = torch.randint(0, ours.config.vocab_size, (2, 30), generator=torch.Generator().manual_seed(0))
-    logits, acts = ours.run_with_cache(input_ids, names=["blocks.0.attn.hook_attn_scores", "blocks.0.attn.hook_z"])
-    assert acts["blocks.0.attn.hook_attn_scores"].dtype == torch.float32  # scores and softmax in fp32
-    assert acts["blocks.0.attn.hook_z"].dtype == torch.bfloat16  # the rest in the weights' dtype
-    with torch.no_grad():
-        theirs = reference(input_ids).logits.float()
-    relative = (logits.float() - theirs).abs().max().item() / theirs.abs().max().item()
-    print(f"\nbf16 with reorder_and_upcast_attn vs transformers (eager): {relative:.2%} of the largest logit")
-    assert relative < 0.03
-
-
-def test_a_subtle_mistake_shows_far_above_the_tolerance(tiny_checkpoint):
-    """The parity tests can fail: exact GELU in place of the tanh approximation is caught."""
-    ours, reference = load_both(tiny_checkpoint)
-    for block in ours.h:
-        block.mlp.act = torch.nn.functional.gelu
-    input_ids = torch.randint(0, ours.config.vocab_size, (3, 50), generator=torch.Generator().manual_seed(0))
-    diff = max_logit_difference(ours, reference, input_ids)
-    print(f"\nexact GELU instead of tanh: max abs logit difference {diff:.3e}")
-    assert diff > 10 * LOGIT_TOLERANCE
-
-
-def test_greedy_matches_transformers_tiny(tiny_checkpoint):
-    ours, reference = load_both(tiny_checkpoint)
-    eos = ours.config.eos_token_id
-    input_ids = torch.randint(0, eos, (4, 7), generator=torch.Generator().manual_seed(1))
-    expected = reference_greedy(reference, input_ids, eos)
-    for use_cache in (True, False):
-        got = ours.generate(input_ids, max_new_tokens=NEW_TOKENS, eos_token_id=eos, use_cache=use_cache)
-        assert got.tolist() == expected.tolist(), f"use_cache={use_cache}"
-
-
-@pytest.mark.slow
-def test_gpt2_medium_shape_logits_and_greedy(medium_checkpoint):
-    ours, reference = load_both(medium_checkpoint)
-    assert (ours.config.n_layer, ours.config.n_embd, ours.config.n_head, ours.config.n_positions) == (
-        24,
-        1024,
-        16,
-        1024,
-    )
-    input_ids = torch.randint(0, 50257, (1, 64), generator=torch.Generator().manual_seed(2))
-    diff = max_logit_difference(ours, reference, input_ids)
-    print(f"\ngpt2-medium shape: max abs logit difference {diff:.3e} (tolerance {LOGIT_TOLERANCE:.0e})")
-    assert diff <= LOGIT_TOLERANCE
-
-    prompt = input_ids[:, :8]
-    expected = reference_greedy(reference, prompt, eos_token_id=50256)
-    cached = ours.generate(prompt, max_new_tokens=NEW_TOKENS, eos_token_id=50256)
-    plain = ours.generate(prompt, max_new_tokens=NEW_TOKENS, eos_token_id=50256, use_cache=False)
-    assert cached.tolist() == expected.tolist()
-    assert plain.tolist() == cached.tolist()
-    assert cached.size(1) == prompt.size(1) + NEW_TOKENS  # no eos: all 40 tokens were compared
+@pytest.mark.parametrize("checkpoint", ["finetuned_checkpoint", "kogpt2_checkpoint"])
+def test_report_passes_on_a_fine_tune_and_on_the_korean_gpt2_layout(checkpoint, request):
+    """Checking your own fine-tune is what the report is for: tokenizer.json only, shards, KoGPT2's kind."""
+    path = request.getfixturevalue(checkpoint)
+    report = parity.compare(str(path))
+    assert report["passed"], report
+    assert all(p["tokenizer_identical"] for p in report["prompts"].values())

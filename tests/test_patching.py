@@ -1,11 +1,11 @@
-"""Activation patching: its identities, and the same numbers as a hand-written loop over hooks=."""
+"""minigpt2/patching.py (and plots.py): activation patching's identities, the same numbers as a hand-written loop
+over hooks=, and the plots that label layers, heads and tokens."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from minigpt2 import GPT2
 from minigpt2.patching import HOOKS, activation_patching, run_patches
 
 CLEAN = [[5, 17, 42, 99, 7, 3, 64]]
@@ -13,8 +13,8 @@ CORRUPTED = [[5, 17, 81, 99, 7, 3, 64]]  # one token changed
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_checkpoint):
-    model = GPT2.from_pretrained(tiny_checkpoint)
+def setup(tiny):
+    model, _ = tiny
     clean, corrupted = torch.tensor(CLEAN), torch.tensor(CORRUPTED)
     with torch.no_grad():
         answer = model(clean)[0, -1].argmax().item()  # the clean run's prediction
@@ -97,16 +97,15 @@ def test_bad_patching_requests(setup):
         activation_patching(model, clean, corrupted[:, :-1], metric)
 
 
-def test_plots_label_layers_heads_and_tokens(setup, tiny_checkpoint, tmp_path):
+def test_plots_label_layers_heads_and_tokens(setup, tiny, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from minigpt2 import Tokenizer
     from minigpt2.attribution import direct_logit_attribution
     from minigpt2.plots import plot_attention, plot_attribution, plot_logit_lens, plot_patching, token_labels
 
     model, clean, corrupted, metric = setup
-    tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
+    _, tokenizer = tiny
     tokens = token_labels(tokenizer, clean[0])
     assert tokens[0] == f"0 {tokenizer.decode([CLEAN[0][0]])!r}"
     ax = plot_patching(activation_patching(model, clean, corrupted, metric), tokens=tokens)

@@ -1,10 +1,11 @@
-"""Repetition controls, stop conditions and per-step scores against transformers' generate."""
+"""minigpt2/generation/processors.py and stopping.py: repetition controls, banned words, forced and held-back eos,
+stop strings and max_time, and the per-step scores, against transformers' generate; and what they refuse."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run_cli, worst_deviation
+from conftest import worst_deviation
 from transformers import AutoTokenizer
 from transformers.generation.logits_process import (
     NoBadWordsLogitsProcessor,
@@ -14,14 +15,7 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
 )
 
-from minigpt2 import Tokenizer
-
 NEW_TOKENS = 25
-
-
-@pytest.fixture(scope="module")
-def setup(padded_batch):
-    return padded_batch
 
 
 def processor_cases(liked, prompt_length):
@@ -42,8 +36,8 @@ def processor_cases(liked, prompt_length):
 
 @pytest.mark.parametrize("num_beams", [1, 4])
 @pytest.mark.parametrize("case", range(9))
-def test_each_processor_and_all_together_match_transformers(setup, case, num_beams):
-    model, reference, tokenizer, input_ids, attention_mask, liked = setup
+def test_each_processor_and_all_together_match_transformers(padded_batch, case, num_beams):
+    model, reference, tokenizer, input_ids, attention_mask, liked = padded_batch
     options = processor_cases(liked, input_ids.size(1))[case]
     eos = tokenizer.eos_token_id  # rare in this model's text: rows run long enough for every processor to act
     common = dict(attention_mask=attention_mask, max_new_tokens=NEW_TOKENS, eos_token_id=eos, num_beams=num_beams)
@@ -58,8 +52,8 @@ def test_each_processor_and_all_together_match_transformers(setup, case, num_bea
 
 
 @pytest.mark.parametrize("case", range(9))
-def test_seeded_sampling_with_each_processor_is_transformers_token_for_token(setup, case):
-    model, reference, tokenizer, input_ids, attention_mask, liked = setup
+def test_seeded_sampling_with_each_processor_is_transformers_token_for_token(padded_batch, case):
+    model, reference, tokenizer, input_ids, attention_mask, liked = padded_batch
     options = {**processor_cases(liked, input_ids.size(1))[case], "temperature": 0.8, "top_k": 30, "top_p": 0.95}
     common = dict(attention_mask=attention_mask, max_new_tokens=NEW_TOKENS, eos_token_id=tokenizer.eos_token_id)
     ours = model.generate(input_ids, do_sample=True, seed=case, **common, **options)
@@ -69,10 +63,10 @@ def test_seeded_sampling_with_each_processor_is_transformers_token_for_token(set
     assert ours.tolist() == theirs.tolist()
 
 
-def test_sampled_first_tokens_follow_transformers_processed_probabilities(setup):
+def test_sampled_first_tokens_follow_transformers_processed_probabilities(padded_batch):
     """20,000 seeded draws of one token after repetition penalty, n-gram ban, a bad word, temperature and
     top-k: each token's frequency within 5 standard errors of transformers' processed probability."""
-    model, _, tokenizer, _, _, liked = setup
+    model, _, tokenizer, _, _, liked = padded_batch
     ids = torch.tensor([tokenizer.encode("the the cat sat on the")])
     options = dict(repetition_penalty=2.0, no_repeat_ngram_size=2, bad_words_ids=[[liked]], temperature=0.9, top_k=40)
     draws = 20_000
@@ -95,8 +89,8 @@ def test_sampled_first_tokens_follow_transformers_processed_probabilities(setup)
     assert worst < 5
 
 
-def test_output_scores_are_transformers_processed_scores(setup):
-    model, reference, tokenizer, input_ids, attention_mask, _ = setup
+def test_output_scores_are_transformers_processed_scores(padded_batch):
+    model, reference, tokenizer, input_ids, attention_mask, _ = padded_batch
     eos = tokenizer.eos_token_id
     options = dict(
         attention_mask=attention_mask,
@@ -128,8 +122,8 @@ def stop_string_across_a_token_boundary(tokenizer, row):
 
 
 @pytest.mark.parametrize("num_beams", [1, 3])
-def test_stop_strings_stop_where_transformers_stops(setup, tiny_checkpoint, num_beams):
-    model, reference, tokenizer, input_ids, attention_mask, liked = setup
+def test_stop_strings_stop_where_transformers_stops(padded_batch, tiny_checkpoint, num_beams):
+    model, reference, tokenizer, input_ids, attention_mask, liked = padded_batch
     eos = tokenizer.eos_token_id  # given to both: transformers would otherwise take the checkpoint's own
     common = dict(attention_mask=attention_mask, max_new_tokens=NEW_TOKENS, num_beams=num_beams, eos_token_id=eos)
     free = model.generate(input_ids, **common)
@@ -149,8 +143,8 @@ def test_stop_strings_stop_where_transformers_stops(setup, tiny_checkpoint, num_
         assert ends < len(first) and set(first[ends:]) == {liked}  # stopped there; padding after, as others ran on
 
 
-def test_max_time_stops_every_row(setup):
-    model, _, _, input_ids, attention_mask, _ = setup
+def test_max_time_stops_every_row(padded_batch):
+    model, _, _, input_ids, attention_mask, _ = padded_batch
     out = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=NEW_TOKENS, max_time=1e-9)
     assert out.size(1) == input_ids.size(1) + 1  # the time is checked after each token, as transformers does
 
@@ -172,37 +166,7 @@ def test_max_time_stops_every_row(setup):
         (dict(max_time=0), "max_time must be above 0"),
     ],
 )
-def test_bad_processor_and_stop_requests(setup, options, message):
-    model, _, _, input_ids, _, _ = setup
+def test_bad_processor_and_stop_requests(padded_batch, options, message):
+    model, _, _, input_ids, _, _ = padded_batch
     with pytest.raises(ValueError, match=message):
         model.generate(input_ids[:1], max_new_tokens=3, **options)
-
-
-def test_cli_repetition_controls_and_stop(tiny_checkpoint, setup):
-    _, reference, _, _, _, _ = setup
-    tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
-    prompt = "Once upon a time"
-    args = ["--repetition-penalty", "1.3", "--no-repeat-ngram-size", "2", "--min-new-tokens", "4"]
-    result = run_cli(prompt, "--model", str(tiny_checkpoint), "--max-new-tokens", "20", *args)
-    assert result.returncode == 0, result.stderr
-    ids = torch.tensor([tokenizer.encode(prompt)])
-    with torch.no_grad():
-        theirs = reference.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=20, do_sample=False, repetition_penalty=1.3,
-            no_repeat_ngram_size=2, min_new_tokens=4, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.eos_token_id,
-        )  # fmt: skip
-    assert result.stdout == tokenizer.decode(theirs[0].tolist()) + "\n"
-    stop = stop_string_across_a_token_boundary(tokenizer, theirs[0, ids.size(1) :])
-    stopped = run_cli(prompt, "--model", str(tiny_checkpoint), "--max-new-tokens", "20", *args, "--stop", stop)
-    assert stopped.returncode == 0, stopped.stderr
-    assert stop in stopped.stdout and len(stopped.stdout) < len(result.stdout)  # it may end inside the last token
-    for bad, message in [
-        (["--no-repeat-ngram-size", "0"], "argument --no-repeat-ngram-size"),
-        (["--repetition-penalty", "0"], "repetition_penalty must be above 0"),
-        (["--num-beams", "x"], "argument --num-beams"),
-        (["--num-beams", "2", "--num-return-sequences", "3"], "can be at most num_beams"),
-    ]:
-        failed = run_cli(prompt, "--model", str(tiny_checkpoint), "--max-new-tokens", "3", *bad)
-        assert failed.returncode != 0 and failed.stdout == ""
-        assert len(failed.stderr.splitlines()) == 1 and message in failed.stderr, failed.stderr

@@ -1,4 +1,5 @@
-"""Opt-in int8 weights: the quantization itself, the product the kernel computes, and what it costs in accuracy."""
+"""minigpt2/quantize.py: opt-in int8 weights. The quantization itself, the product the kernel computes, what it
+costs in accuracy and memory, and the hooks and the explorer on an int8 model."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_cli, run_python
+from conftest import run_python
 
-from minigpt2 import GPT2, Tokenizer
+from minigpt2 import GPT2
 from minigpt2.quantize import Int8Linear, quantize_rows
 
 
@@ -54,11 +55,10 @@ def test_the_int8_product_is_bf16_activations_times_int8_rows_then_the_scales():
     assert relative < 0.02
 
 
-def test_an_int8_model_stays_close_to_fp32(tiny_checkpoint):
-    fp32, int8 = GPT2.from_pretrained(tiny_checkpoint), GPT2.from_pretrained(tiny_checkpoint, quantize="int8")
+def test_an_int8_model_stays_close_to_fp32(tiny_checkpoint, tiny):
+    (fp32, tokenizer), int8 = tiny, GPT2.from_pretrained(tiny_checkpoint, quantize="int8")
     assert isinstance(int8.h[0].mlp.c_fc, Int8Linear) and isinstance(int8.lm_head, Int8Linear)
     assert int8.num_params() == fp32.num_params()
-    tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
     ids = torch.tensor([tokenizer.encode("Once upon a time, there was a little girl who lived in a village")])
     with torch.no_grad():
         exact, approx = fp32(ids), int8(ids)
@@ -69,14 +69,6 @@ def test_an_int8_model_stays_close_to_fp32(tiny_checkpoint):
     assert int8.generate(ids, max_new_tokens=5).shape == (1, ids.size(1) + 5)
     with pytest.raises(ValueError, match="quantize must be one of int8"):
         GPT2.from_pretrained(tiny_checkpoint, quantize="int4")
-
-
-def test_cli_quantize_int8(tiny_checkpoint):
-    result = run_cli("Once upon a time", "--model", str(tiny_checkpoint), "--max-new-tokens", "6", "--quantize", "int8")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Once upon a time")
-    bad = run_cli("Once upon a time", "--model", str(tiny_checkpoint), "--quantize", "int4")
-    assert bad.returncode == 2 and "invalid choice: 'int4'" in bad.stderr
 
 
 @pytest.mark.slow
@@ -106,11 +98,11 @@ print(peak() - before)
     assert growth <= 1.1 * (kept + largest) and kept + largest < 0.6 * fp32
 
 
-def test_heads_results_and_the_explorer_on_an_int8_model(tiny_checkpoint):
+def test_heads_results_and_the_explorer_on_an_int8_model(tiny_checkpoint, tiny):
     """hook_result reads c_proj's weight per head: an int8 one is dequantized, so the heads still add up."""
     from minigpt2.explore import explore
 
-    int8, tokenizer = GPT2.from_pretrained(tiny_checkpoint, quantize="int8"), Tokenizer.from_pretrained(tiny_checkpoint)
+    int8, (_, tokenizer) = GPT2.from_pretrained(tiny_checkpoint, quantize="int8"), tiny
     ids = torch.tensor([tokenizer.encode("Once upon a time")])
     _, acts = int8.run_with_cache(ids, ["blocks.0.attn.hook_result", "blocks.0.hook_attn_out"])
     summed = acts["blocks.0.attn.hook_result"].sum(dim=2) + int8.h[0].attn.c_proj.bias

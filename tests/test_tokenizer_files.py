@@ -1,4 +1,5 @@
-"""Tokenizers in every layout transformers reads: tokenizer.json only, added tokens, older files, KoGPT2's kind."""
+"""minigpt2/tokenizer/files.py and hf_tokenizers.py: tokenizers in every layout transformers reads (tokenizer.json
+only, added tokens, older files), KoGPT2's kind on the tokenizers library, and kinds that cannot run."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Beam search against transformers' generate, token for token, and the KV cache following the beams in place."""
+"""minigpt2/generation/beam.py: beam search against transformers' generate, token for token and score for
+score, with beams that end early, and its memory: eight beams hold the cache of eight plain rows.
+(The cache's in-place reorder itself: test_cache.py.)"""
 
 from __future__ import annotations
 
@@ -6,10 +8,6 @@ import itertools
 
 import pytest
 import torch
-from conftest import run_cli
-from torch.utils._python_dispatch import TorchDispatchMode
-
-from minigpt2 import Tokenizer
 
 NEW_TOKENS = 20
 
@@ -74,42 +72,6 @@ def test_one_beam_is_greedy_and_beams_can_beat_it(models):
     assert (beams.sequences_scores >= greedy.token_logprobs.sum(dim=1) - 1e-4).all()
 
 
-class CountCopies(TorchDispatchMode):
-    """Bytes written by the tensor operations run inside it."""
-
-    def __init__(self):
-        super().__init__()
-        self.bytes = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func.__name__.startswith(("copy_", "clone", "index_put", "index_select")):
-            self.bytes += out.numel() * out.element_size()
-        return out
-
-
-def test_the_cache_follows_the_beams_in_place_copying_only_rows_that_change(models):
-    model = models[0]
-    cache = model.new_cache(8, 40)
-    cache.keys.normal_()
-    cache.values.normal_()
-    cache.length = 30
-    row_bytes = 2 * cache.keys[:, 0, :, :30].numel() * cache.keys.element_size()  # keys and values of one row
-    storage = cache.keys.data_ptr()
-    for parents, rows_written in [
-        (list(range(8)), 0),  # every beam kept its place: nothing moves
-        ([0, 0, 2, 3, 4, 5, 6, 7], 1),  # beam 1 continues beam 0: one row
-        ([1, 0, 2, 3, 4, 5, 6, 7], 3),  # two beams swap: one row set aside, two written
-        ([0, 0, 0, 0, 4, 4, 4, 4], 6),
-    ]:
-        expected_keys = cache.keys[:, parents].clone()
-        with CountCopies() as counted:
-            cache.reorder(parents)
-        assert torch.equal(cache.keys[:, :, :, :30], expected_keys[:, :, :, :30])
-        assert counted.bytes == rows_written * row_bytes, parents
-    assert cache.keys.data_ptr() == storage  # the same memory throughout: reordered in place
-
-
 def test_bad_beam_requests(models):
     model, _, input_ids, _, _ = models
     for options, message in [
@@ -121,31 +83,6 @@ def test_bad_beam_requests(models):
     ]:
         with pytest.raises(ValueError, match=message):
             model.generate(input_ids, max_new_tokens=3, **options)
-
-
-def test_cli_beam_search_prints_transformers_beams(tiny_checkpoint, models):
-    _, reference, _, _, _ = models
-    tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
-    result = run_cli(
-        "Once upon a time", "--model", str(tiny_checkpoint), "--max-new-tokens", "12",
-        "--num-beams", "4", "--num-return-sequences", "2", "--length-penalty", "0.5",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    ids = torch.tensor([tokenizer.encode("Once upon a time")])
-    with torch.no_grad():
-        theirs = reference.generate(
-            ids, attention_mask=torch.ones_like(ids), num_beams=4, num_return_sequences=2, length_penalty=0.5,
-            max_new_tokens=12, do_sample=False, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.eos_token_id,
-        )  # fmt: skip
-    assert result.stdout == "".join(f"{i}: {tokenizer.decode(row.tolist())}\n" for i, row in enumerate(theirs))
-    explained = run_cli(
-        "Once upon a time", "--model", str(tiny_checkpoint), "--max-new-tokens", "3", "--num-beams", "2",
-        "--explain", "2",
-    )  # fmt: skip
-    lines = [line for line in explained.stdout.splitlines() if line.startswith("step ")]
-    assert len(lines) == 3 * 2 and lines[0].startswith("step 1 beam 0 (from 0): picked ")
-    assert "logp=" in lines[0] and "sum=" in lines[0] and "| top 2:" in lines[0]
 
 
 BEAM_MEMORY_PROBE = """
