@@ -41,13 +41,13 @@ def _logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def loglikelihood(
-    model: GPT2, requests: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 8
+    model: GPT2, requests: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 8, context: int | None = None
 ) -> list[tuple[float, bool]]:
     """For each (context ids, continuation ids): log p(continuation | context), and whether the continuation
     is what greedy decoding would pick token by token, as lm-eval's loglikelihood defines both. The two
-    joined are cut to the last n_positions + 1 tokens, and the last one is not fed. Batched, longest first,
-    padded on the right."""
-    context = model.config.n_positions
+    joined are cut to the last `context` (default: n_positions) + 1 tokens, and the last one is not fed.
+    Batched, longest first, padded on the right."""
+    context = context or model.config.n_positions
     rows = []
     for ctx, cont in requests:
         if not cont:
@@ -155,7 +155,7 @@ def perplexity(
         rows = torch.stack([ids[b:e] for b, e, _ in batch]).to(device)  # [n, end - begin]
         logprobs = _logprobs(model(rows)[:, :-1], rows[:, 1:])  # [n, T-1]: position t predicts token t+1
         for row, (b, _, first) in enumerate(batch):
-            counted = logprobs[row, first - b - 1 :]  # the tokens from `first` on
+            counted = logprobs[row, max(first - b - 1, 0) :]  # the tokens from `first` on (entry j is token b + j + 1)
             nll_sum -= counted.double().sum().item()
             scored += counted.numel()
         if on_window is not None:
