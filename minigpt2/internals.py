@@ -23,7 +23,8 @@ through its slice of c_proj; attn_out is then their sum plus c_proj's bias).
 To read activations: `logits, acts = model.run_with_cache(ids, names=...)`; with
 grad_of=metric, each one's gradient of the metric comes back as well (name + "_grad"). To change
 one on the way: `model(ids, hooks={name: fn})` (or run_with_cache(..., hooks=...) to do both),
-where fn(x) returns the tensor to use instead, or None to keep x. Example, silencing head 5 of block 3:
+where fn(x) (or fn(x, hook), as TransformerLens writes hooks: hooks.py) returns the tensor to use
+instead, or None to keep x. Example, silencing head 5 of block 3:
 
     def zero_head_5(z):  # z: [B, T, H, D]
         z = z.clone()
@@ -39,7 +40,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from .hooks import check_names
+from .hooks import check_names, with_point
 from .model import GPT2
 
 
@@ -68,12 +69,12 @@ def run_with_cache(
         raise ValueError("backward_hooks run during the backward pass: give grad_of= as well")
     wanted = _select(model.hook_names(), names)
     check_names(model.hook_names(), backward_hooks or {})
-    interventions = hooks or {}
+    interventions = {name: with_point(fn) for name, fn in (hooks or {}).items()}
     activations: dict[str, torch.Tensor] = {}
 
     def change_then_keep(name):
-        def hook(x):
-            changed = interventions[name](x) if name in interventions else None
+        def hook(x, point):
+            changed = interventions[name](x, point) if name in interventions else None
             kept = x if changed is None else changed
             if name in wanted:
                 activations[name] = kept

@@ -234,6 +234,10 @@ class GPT2(nn.Module):
         tied = config.tie_word_embeddings  # a tied head is wte itself: no weight of its own to make
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False, device="meta" if tied else None)
         self.tie_weights()
+        # What generate() uses for the options a caller leaves out, as transformers' generation_config: the
+        # checkpoint's generation_config.json, or else its config.json's special tokens (set by loading/).
+        self.generation_defaults: dict = {} if config.eos_token_id is None else {"eos_token_id": config.eos_token_id}
+        self.generation_defaults_source = "the model's config"
         if not self.wte.weight.is_meta:  # on the meta device (loading) there is nothing to fill
             self.apply(self._init_weights)
 
@@ -267,7 +271,8 @@ class GPT2(nn.Module):
         cache: input_ids continue the tokens already in it; their keys and values are stored for the next call.
         attention_mask [B, S]: 1 for real tokens, 0 for padding, over the cached and the new tokens (as in
             transformers). Positions count real tokens only, so a left-padded prompt gets the positions it has alone.
-        hooks: {name: fn} to read or replace activations on the way (names: hook_names(); see minigpt2/internals.py).
+        hooks: {name: fn} to read or replace activations on the way: fn(x) or fn(x, hook) (names: hook_names();
+            see minigpt2/internals.py and hooks.py).
         labels [B, T]: return Output(loss, logits) instead, the loss as transformers computes it: each position
             predicts the next label, -100 is not counted, the mean over the counted ones, in fp32.
         """
@@ -289,7 +294,8 @@ class GPT2(nn.Module):
             positions = (attention_mask.long().cumsum(-1)[:, start:] - 1).clamp(min=0)  # [B, T]
         if hooks:
             check_names(self.hook_names(), hooks)
-        logits = self.run(input_ids, positions, Mask.for_call(T, start, attention_mask, device), cache, Hook(hooks))
+        hook = Hook(hooks, start=start, tokens=T)
+        logits = self.run(input_ids, positions, Mask.for_call(T, start, attention_mask, device), cache, hook)
         if cache is not None:
             cache.advance(T)
         if labels is None:

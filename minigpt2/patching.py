@@ -11,6 +11,10 @@ Points and what each sweep returns:
 
 Patches run in batches. A patch at position p changes nothing before p, so the patches that start at p
 share the corrupted run's cached keys and values for positions 0..p-1 and only run the tokens from p on.
+
+attribution_patching estimates the same sweep from two runs instead of one per patch: the metric of the
+corrupted run plus (clean - corrupted activation) . (the metric's gradient there, in the corrupted run),
+the first-order change a patch makes. It returns the same layout, so plots take either.
 """
 
 from __future__ import annotations
@@ -44,14 +48,8 @@ def activation_patching(
 ) -> torch.Tensor:
     """Metric of the corrupted run with each single patch from the clean run, in a tensor laid out as the
     module's docstring says. metric: the last position's logits [N, V] -> [N], one value per run."""
-    if point not in HOOKS:
-        raise ValueError(f"point must be one of {', '.join(HOOKS)}, got {point!r}")
-    if clean_ids.shape != corrupted_ids.shape or clean_ids.size(0) != 1:
-        raise ValueError(
-            "clean and corrupted prompts must be one row each of the same length, "
-            f"got {list(clean_ids.shape)} and {list(corrupted_ids.shape)}"
-        )
-    L, H, T = model.config.n_layer, model.config.n_head, clean_ids.size(1)
+    L, T = _check_sweep(model, clean_ids, corrupted_ids, point)
+    H = model.config.n_head
     names = [HOOKS[point].format(layer) for layer in range(L)]
     _, clean = run_with_cache(model, clean_ids, names)
     if point == "z":
@@ -63,6 +61,17 @@ def activation_patching(
     values = run_patches(model, corrupted_ids, clean, names, patches, metric, batch_size)
     shape = (L, T) if point != "z" else (L, H, T) if per_position else (L, H)
     return values.view(shape)
+
+
+def _check_sweep(model: GPT2, clean_ids, corrupted_ids, point: str) -> tuple[int, int]:
+    if point not in HOOKS:
+        raise ValueError(f"point must be one of {', '.join(HOOKS)}, got {point!r}")
+    if clean_ids.shape != corrupted_ids.shape or clean_ids.size(0) != 1:
+        raise ValueError(
+            "clean and corrupted prompts must be one row each of the same length, "
+            f"got {list(clean_ids.shape)} and {list(corrupted_ids.shape)}"
+        )
+    return model.config.n_layer, clean_ids.size(1)
 
 
 def run_patches(model: GPT2, corrupted_ids, clean: dict, names: list[str], patches, metric, batch_size: int):
@@ -108,3 +117,29 @@ def _patching_hooks(patches, clean: dict, names: list[str], start: int) -> dict:
         return patch
 
     return {names[layer]: patcher(layer) for layer in rows_of}
+
+
+def attribution_patching(
+    model: GPT2,
+    clean_ids: torch.Tensor,
+    corrupted_ids: torch.Tensor,
+    metric: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    point: str = "resid_pre",
+    per_position: bool = True,
+) -> torch.Tensor:
+    """activation_patching's sweep, estimated to first order: metric(corrupted) + (clean - corrupted) .
+    d metric / d activation at the corrupted run, summed over the activation's last dimension (the
+    stream's width, or a head's), in activation_patching's layout. One clean run, one corrupted run with
+    its backward pass, whatever the number of patches."""
+    L, T = _check_sweep(model, clean_ids, corrupted_ids, point)
+    names = [HOOKS[point].format(layer) for layer in range(L)]
+    _, clean = run_with_cache(model, clean_ids, names)
+    logits, corrupted = run_with_cache(model, corrupted_ids, names, grad_of=lambda logits: metric(logits[:, -1]).sum())
+    base = metric(logits[:, -1]).float().sum().item()
+    effects = (
+        torch.stack([((clean[n] - corrupted[n]) * corrupted[n + "_grad"]).sum(dim=-1)[0] for n in names]).float().cpu()
+    )  # [L, T] or, for z, [L, T, H]
+    if point != "z":
+        return base + effects
+    return base + (effects.transpose(1, 2) if per_position else effects.sum(dim=1))  # [L, H, T] or [L, H]

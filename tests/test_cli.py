@@ -48,9 +48,10 @@ def test_a_reader_that_stops_early_is_not_an_error(tiny_checkpoint):
     """`minigpt2 ... | head -1`: output the reader no longer wants is dropped quietly, as Unix tools do (exit 141)."""
     script, prompt = ROOT / "scripts" / "generate.py", "Once upon a time"
     args = f"--model {tiny_checkpoint} --max-new-tokens 100 --explain 50"  # ~80 kB: more than a pipe holds
-    command = f"{sys.executable} {script} '{prompt}' {args} | head -1"
+    command = f"{sys.executable} {script} '{prompt}' {args} | head -2"  # the defaults' line, then step 1
     result = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=300)
-    assert result.stdout.startswith("step 1: picked") and result.stdout.count("\n") == 1
+    assert result.stdout.startswith("defaults from ") and result.stdout.count("\n") == 2
+    assert result.stdout.splitlines()[1].startswith("step 1: picked")
     assert result.stderr == "" and result.returncode == 141
 
 

@@ -69,7 +69,6 @@ def test_stops_at_eos_and_pads_finished_rows(random_model):
     [
         (dict(max_new_tokens=28), "longer than the model's context"),
         (dict(max_length=33), "longer than the model's context"),
-        (dict(), "exactly one of max_new_tokens"),
         (dict(max_new_tokens=3, max_length=9), "exactly one of max_new_tokens"),
         (dict(max_new_tokens=-1), "max_new_tokens must be 0 or more"),
         (dict(max_length=4), "shorter than the prompt"),

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> None:
         candidates=args.candidates,
         model_name=args.model,
         on_step=progress,
-        config=generation_config(args, tokenizer),
+        config=generation_config(args, model),
     )
     status("\nreading attention, the logit lens and the attribution ...")
     size = exploration.save(args.output)

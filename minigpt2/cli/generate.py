@@ -79,6 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop when N beams have finished (true), when more look unlikely to help (false), or never "
         "(default: false)",
     )
+    assisted = p.add_argument_group("assisted decoding (batch 1; the same greedy tokens, fewer passes of the model)")
+    assisted.add_argument(
+        "--assistant",
+        metavar="NAME_OR_PATH",
+        help="a smaller GPT-2 with the same tokenizer that drafts tokens for the model to check (e.g. distilgpt2)",
+    )
+    assisted.add_argument(
+        "--num-assistant-tokens", metavar="K", type=positive_int, help="tokens drafted per round (default: 20)"
+    )
+    assisted.add_argument(
+        "--prompt-lookup",
+        dest="prompt_lookup_num_tokens",
+        metavar="N",
+        type=positive_int,
+        help="draft N tokens from the text itself, after an earlier copy of its last tokens (no second model)",
+    )
     p.add_argument(
         "--stream",
         action=argparse.BooleanOptionalAction,
@@ -98,13 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     model, tokenizer = load_from_args(args)
-    config = generation_config(args, tokenizer)
+    assistant = load_from_args(args, args.assistant)[0] if args.assistant else None
+    config = generation_config(args, model)
     prompts = args.prompts or [DEFAULT_PROMPT]
     input_ids, attention_mask = tokenizer.encode_batch(prompts)
-    steps = model.stream(input_ids, config=config, attention_mask=attention_mask, tokenizer=tokenizer)
+    rounds = Rounds()
+    steps = model.stream(
+        input_ids, config=config, attention_mask=attention_mask, tokenizer=tokenizer, assistant_model=assistant
+    )
     per_prompt = config.num_return_sequences
     rows, beams = len(prompts) * per_prompt, config.beams
     explain = (_beam_explainer if beams else _explainer)(tokenizer, args.explain) if args.explain else None
+    if args.explain:
+        print(f"defaults from {model.generation_defaults_source}: {_options(model.generation_defaults)}")
+    if assistant is not None or config.prompt_lookup_num_tokens:
+        steps = rounds.count(steps)
     stream = (
         sys.stdout.isatty() and rows == 1 and not args.explain and not beams if args.stream is None else args.stream
     )
@@ -117,7 +141,7 @@ def run(args: argparse.Namespace) -> None:
         """The text of a row's new tokens, continuing its prompt's (pieces, as they arrive)."""
         prompt = row // per_prompt
         prompt_ids = input_ids[prompt][attention_mask[prompt] == 1].tolist()
-        return tokenizer.decode_stream(_until_eos(new_tokens, tokenizer.eos_token_id), after=prompt_ids)
+        return tokenizer.decode_stream(_until_eos(new_tokens, config.eos_ids), after=prompt_ids)
 
     if stream:
 
@@ -131,17 +155,53 @@ def run(args: argparse.Namespace) -> None:
         for piece in continuation(first_row_tokens(), 0):
             print(piece, end="", flush=True)
         print()
-        return
-    sequences, _ = run_to_end(steps, explain)
-    for i in range(rows):
-        new_tokens = sequences[i, input_ids.size(1) :].tolist()
-        text = prompts[i // per_prompt] + "".join(continuation(new_tokens, i))
-        print(f"{i}: {text}" if rows > 1 else text)
+    else:
+        sequences, _ = run_to_end(steps, explain)
+        for i in range(rows):
+            new_tokens = sequences[i, input_ids.size(1) :].tolist()
+            text = prompts[i // per_prompt] + "".join(continuation(new_tokens, i))
+            print(f"{i}: {text}" if rows > 1 else text)
+    if rounds.passes:
+        print(rounds.summary(assistant, model), file=sys.stderr)
 
 
-def _until_eos(tokens, eos_token_id: int | None):
+class Rounds:
+    """Assisted decoding's rounds, counted as the steps go by, for the summary it prints."""
+
+    def __init__(self):
+        self.passes = self.drafted = self.accepted = self.tokens = 0
+
+    def count(self, steps):
+        """stream()'s steps, counted on the way, and its result at the end."""
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as end:
+                return end.value
+            self.tokens += 1
+            if step.drafted is not None:
+                self.passes += 1
+                self.drafted, self.accepted = self.drafted + step.drafted, self.accepted + step.accepted
+            yield step
+
+    def summary(self, assistant, model) -> str:
+        per_pass = self.tokens / self.passes
+        rate = f"{self.accepted / self.drafted:.0%} of {self.drafted} drafts accepted" if self.drafted else "no drafts"
+        line = f"minigpt2: assisted decoding: {self.tokens} tokens in {self.passes} passes of the model ({per_pass:.2f} a pass), {rate}"
+        # A pass over k + 1 tokens costs about one decode step; a draft model costs its share of the weights per draft.
+        cost = 1 + (self.drafted / self.passes) * (assistant.num_params() / model.num_params() if assistant else 0)
+        if per_pass < cost:
+            line += f"; slower than plain decoding here (each pass costs about {cost:.2f} plain steps)"
+        return line
+
+
+def _options(values: dict) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in sorted(values.items())) or "none"
+
+
+def _until_eos(tokens, eos_ids: tuple[int, ...]):
     for token in tokens:
-        if token == eos_token_id:
+        if token in eos_ids:
             return
         yield token
 
@@ -163,6 +223,8 @@ def _explainer(tokenizer, k: int):
             candidates = _candidates(tokenizer, best.values[row], best.indices[row])
             where = f"step {n}" + (f" row {row}" if rows > 1 else "")
             print(f"{where}: picked {tokenizer.decode([token])!r} p={probs[row, token]:.3f} | top {k}: {candidates}")
+        if step.drafted is not None:
+            print(f"step {n}: drafted {step.drafted}, the model kept {step.accepted} and added its own token")
         finished_before = step.finished.tolist()
 
     return explain

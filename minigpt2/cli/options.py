@@ -153,22 +153,25 @@ def add_control_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def generation_config(args: argparse.Namespace, tokenizer: Tokenizer) -> GenerationConfig:
-    """The GenerationConfig the command line asks for: the options given, eos from the tokenizer, and
-    DEFAULT_NEW_TOKENS when no length is given."""
+def generation_config(args: argparse.Namespace, model: GPT2) -> GenerationConfig:
+    """The GenerationConfig the command line asks for: the options given, over the checkpoint's generation
+    defaults (generation_config.json, or config.json's eos), as transformers' generate() merges them; and
+    DEFAULT_NEW_TOKENS when neither gives a length."""
     given = {name: value for name, value in vars(args).items() if name in GENERATION_FIELDS and value is not None}
-    if "max_new_tokens" not in given and "max_length" not in given:
+    lengths = ("max_new_tokens", "max_length")
+    if not any(name in given or name in model.generation_defaults for name in lengths):
         given["max_new_tokens"] = DEFAULT_NEW_TOKENS
-    given.setdefault("eos_token_id", tokenizer.eos_token_id)
-    return GenerationConfig.build(**given)
+    return GenerationConfig.build(model.generation_defaults, **given)
 
 
-def load_from_args(args: argparse.Namespace) -> tuple[GPT2, Tokenizer]:
+def load_from_args(args: argparse.Namespace, name: str | None = None) -> tuple[GPT2, Tokenizer]:
+    """The model the options name (or `name`, with the same options: an assistant model), and its tokenizer."""
     started = time.perf_counter()
-    status(f"loading {args.model} ...")
+    name = name or args.model
+    status(f"loading {name} ...")
     model, tokenizer = load(
-        args.model,
-        revision=args.revision,
+        name,
+        revision=args.revision if name == args.model else None,
         device=args.device,
         dtype=args.dtype,
         quantize=args.quantize,

@@ -93,7 +93,7 @@ def explore(
     if candidates < 1:
         raise ValueError(f"candidates must be at least 1, got {candidates}")
     if config is None:
-        config = GenerationConfig.build(**{"eos_token_id": tokenizer.eos_token_id, **options})
+        config = GenerationConfig.build(model.generation_defaults, **options)
     elif options:
         config = config.replace(**options)
     if config.beams or config.num_return_sequences > 1:

@@ -19,15 +19,24 @@ from dataclasses import dataclass
 import torch
 
 from ..cache import KVCache
+from ..hooks import check_names, during_generation
 from ..model import GPT2
 from . import beam, compiled, processors, stopping
+from .assisted import LookupDraft, ModelDraft, assisted_loop
 from .config import GenerationConfig
 from .steps import GenerateOutput, Step
 
 __all__ = ["GenerateOutput", "GenerationConfig", "Step", "generate", "run_to_end", "stream"]
 
 
-def generate(model: GPT2, input_ids: torch.Tensor, max_new_tokens: int | None = None, *, output_scores=False, **kwargs):
+def generate(
+    model: GPT2,
+    input_ids: torch.Tensor | None = None,
+    max_new_tokens: int | None = None,
+    *,
+    output_scores=False,
+    **kwargs,
+):
     """Continue input_ids [B, T] -> [B * num_return_sequences, T + n]; arguments as for stream().
 
     n is max_new_tokens (or max_length - T), or fewer when every row has finished.
@@ -61,32 +70,77 @@ def run_to_end(steps: Iterator[Step], on_step: Callable[[Step], None] | None = N
 
 def stream(
     model: GPT2,
-    input_ids: torch.Tensor,
+    input_ids: torch.Tensor | None = None,
     max_new_tokens: int | None = None,
     *,
     config: GenerationConfig | None = None,
     attention_mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     tokenizer=None,
+    hooks: dict[str, Callable] | None = None,
+    assistant_model: GPT2 | None = None,
     **options,
 ) -> Iterator[Step]:
     """The loop, one Step per new token: `for step in model.stream(ids, max_new_tokens=20): ...`.
 
     options: GenerationConfig's fields (max_new_tokens, eos_token_id, do_sample, num_beams, ...), over
-        `config` when one is given. Every one is checked here, before the first forward pass.
+        `config` when one is given, else over the model's generation defaults (the checkpoint's
+        generation_config.json, or its config.json's eos), as transformers' generate() takes them. With no
+        length anywhere, 20 new tokens (transformers' default). Every one is checked before the first
+        forward pass.
+    input_ids [B, T]: the prompts; None starts one row from the bos token, as transformers does.
     attention_mask [B, T]: 1 for real tokens, 0 for left padding (Tokenizer.encode_batch makes both).
     generator: a torch.Generator for the draws (or seed=); tokenizer: to read stop_strings.
+    hooks: {name: fn} run at every forward pass, the prompt's and each new token's, as model(ids, hooks=...)
+        runs them; fn(x, hook) can tell the generated tokens by hook.new_from (minigpt2/hooks.py). Cached
+        and uncached generation give the same tokens with the same hooks.
+    assistant_model: a smaller GPT-2 with the same vocabulary that drafts tokens for the model to check
+        (assisted decoding, generation/assisted.py; so does prompt_lookup_num_tokens=n, with no model).
     The generator returns (sequences, sequences_scores) when it ends; generate() is this loop run to its end.
     """
     started = time.monotonic()
     if max_new_tokens is not None:
         options["max_new_tokens"] = max_new_tokens
-    config = config.replace(**options) if config is not None else GenerationConfig.build(**options)
-    run = Run.start(model, input_ids, attention_mask, config, tokenizer, started)
+    if config is not None:
+        config = config.replace(**options)
+    else:
+        config = GenerationConfig.build(model.generation_defaults, **options)
+    if input_ids is None:
+        if config.bos_token_id is None:
+            raise ValueError(
+                "with no input_ids, generation starts from the bos token, and none is set: give bos_token_id"
+            )
+        input_ids = torch.tensor([[config.bos_token_id]])
+    assisted = assistant_model is not None or config.prompt_lookup_num_tokens is not None
+    run = Run.start(model, input_ids, attention_mask, config, tokenizer, started, None if assisted else hooks)
+    sampler = processors.Sampler(config, generator, run.out.device) if config.do_sample else None
+    if assisted:
+        draft = _draft(model, run, assistant_model, sampler)
+        return assisted_loop(model, run, draft, sampler, hooks)
     if config.beams:
         return beam.search(run)
-    pick = processors.sampler(config, generator, run.out.device) if config.do_sample else _greedy
-    return _loop(run, pick)
+    return _loop(run, sampler or _greedy)
+
+
+def _draft(model: GPT2, run: Run, assistant: GPT2 | None, sampler):
+    """The drafter of an assisted generation, once its request is checked."""
+    config = run.config
+    if run.out.size(0) != 1 or config.beams:
+        raise ValueError(
+            "assisted decoding runs one row, as in transformers: one prompt, no num_return_sequences, no num_beams"
+        )
+    if config.compile or not config.use_cache:
+        raise ValueError("assisted decoding checks drafts through the KV cache: drop compile=True and use_cache=False")
+    if assistant is None:
+        return LookupDraft(config)
+    if assistant.config.vocab_size != model.config.vocab_size:
+        raise ValueError(
+            f"the assistant's vocabulary ({assistant.config.vocab_size} tokens) is not the model's "
+            f"({model.config.vocab_size}): it must share the model's tokenizer"
+        )
+    if run.out.size(1) > assistant.config.n_positions:
+        raise ValueError(f"the assistant's context ({assistant.config.n_positions}) is shorter than the generation")
+    return ModelDraft(assistant.eval(), config, run.out.size(1), run.process, sampler)
 
 
 @dataclass
@@ -104,11 +158,13 @@ class Run:
     cache: KVCache | None
 
     @classmethod
-    def start(cls, model: GPT2, input_ids, attention_mask, config: GenerationConfig, tokenizer, started) -> Run:
+    def start(
+        cls, model: GPT2, input_ids, attention_mask, config: GenerationConfig, tokenizer, started, hooks=None
+    ) -> Run:
         vocab_size, context = model.config.vocab_size, model.config.n_positions
         _check_ids(input_ids, vocab_size)
         B, T = input_ids.shape
-        total = _total_length(T, config)
+        total = _total_length(T, config, context)
         if total > context:
             raise ValueError(
                 f"prompt ({T} tokens) + new tokens ({total - T}) = {total} is longer than the model's context "
@@ -124,6 +180,11 @@ class Run:
                 "stop_strings with several rows needs pad_token_id (or eos_token_id) for rows that stop early"
             )
         stops = stopping.criteria(config, tokenizer, started)
+        if hooks and config.compile:
+            raise ValueError("hooks run in the eager forward pass; drop compile=True to generate with them")
+        if hooks:
+            check_names(model.hook_names(), hooks)
+            hooks = during_generation(hooks, T)
         device = model.wte.weight.device
         padding = (T - attention_mask.sum(dim=1)) if padded else torch.zeros(B, dtype=torch.long)  # [B]
         padding = padding.repeat_interleave(k).to(device)  # [B * k]
@@ -138,7 +199,7 @@ class Run:
             mask[:, :T] = attention_mask.to(device).repeat_interleave(k, dim=0)
         # compile=True: the cache spans the context, so that the compiled step's shapes never change
         cache = model.new_cache(B * k, None if config.compile else total) if config.use_cache else None
-        next_logits = scorer(model, mask, cache)
+        next_logits = scorer(model, mask, cache, hooks)
         if config.compile:
             next_logits = compiled.scorer(model, T, mask, cache, prompt=next_logits)
         process = (lambda seqs, scores: processors.apply(chain, seqs, scores)) if chain else None
@@ -173,7 +234,7 @@ def _greedy(scores):
     return scores.argmax(dim=-1), scores
 
 
-def scorer(model: GPT2, mask, cache: KVCache | None) -> Callable[[torch.Tensor], torch.Tensor]:
+def scorer(model: GPT2, mask, cache: KVCache | None, hooks=None) -> Callable[[torch.Tensor], torch.Tensor]:
     """sequences [R, t] -> the next-token logits [R, V] after them, from the model's forward pass.
 
     With a cache, only what it has not seen yet goes in: the prompt first, then one token a step.
@@ -182,7 +243,8 @@ def scorer(model: GPT2, mask, cache: KVCache | None) -> Callable[[torch.Tensor],
 
     def next_logits(sequences):
         context = sequences[:, cache.length :] if cache is not None else sequences
-        return model(context, cache, attention_mask=None if mask is None else mask[:, : sequences.size(1)])[:, -1]
+        step_mask = None if mask is None else mask[:, : sequences.size(1)]
+        return model(context, cache, attention_mask=step_mask, hooks=hooks)[:, -1]
 
     return next_logits
 
@@ -220,10 +282,15 @@ def _check_attention_mask(attention_mask, B: int, T: int) -> bool:
     return not bool(attention_mask.all())
 
 
-def _total_length(prompt_len: int, config: GenerationConfig) -> int:
-    """Total sequence length after generation, from exactly one of the two ways to ask for it."""
+DEFAULT_NEW_TOKENS = 20  # transformers' default, when neither the caller nor the checkpoint gives a length
+
+
+def _total_length(prompt_len: int, config: GenerationConfig, context: int) -> int:
+    """Total sequence length after generation: max_new_tokens or max_length, else 20 new tokens within the context."""
     if config.max_new_tokens is None and config.max_length is None:
-        raise ValueError("give exactly one of max_new_tokens (tokens to add) or max_length (total length)")
+        if prompt_len >= context:
+            raise ValueError(f"the prompt ({prompt_len} tokens) fills the model's context ({context}); shorten it")
+        return min(prompt_len + DEFAULT_NEW_TOKENS, context)
     if config.max_new_tokens is not None:
         return prompt_len + config.max_new_tokens
     if config.max_length < prompt_len:

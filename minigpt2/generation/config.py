@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 SAMPLING_ONLY = ("temperature", "top_k", "top_p")
+NUMBERS = ("temperature", "top_p", "repetition_penalty", "length_penalty", "max_time", "assistant_confidence_threshold")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,12 @@ class GenerationConfig:
     use_cache=False: feed the whole sequence every step, as the tutorial's loop does (same tokens).
     compile=True: every step after the prompt runs a fixed-shape decode step compiled by torch.compile
         (generation/compiled.py); greedy and sampling only.
+    Assisted decoding (generation/assisted.py; generate(..., assistant_model=draft) or prompt lookup):
+    num_assistant_tokens: tokens drafted per round (schedule "constant", or "heuristic": 2 more after a round
+        whose drafts were all accepted, 1 fewer otherwise); assistant_confidence_threshold: a draft model
+        stops drafting at a token it gives less probability than this; prompt_lookup_num_tokens: draft
+        that many tokens from the sequence itself, after the last earlier match of its last
+        max_matching_ngram_size (default 2) tokens, no draft model needed.
     """
 
     max_new_tokens: int | None = None
@@ -59,6 +66,11 @@ class GenerationConfig:
     max_time: float | None = None
     use_cache: bool = True
     compile: bool = False
+    num_assistant_tokens: int = 20
+    num_assistant_tokens_schedule: str = "constant"
+    assistant_confidence_threshold: float = 0.4
+    prompt_lookup_num_tokens: int | None = None
+    max_matching_ngram_size: int | None = None
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - normalising a frozen value
@@ -72,9 +84,11 @@ class GenerationConfig:
             set_("bad_words_ids", _bad_words(self.bad_words_ids))
         if self.stop_strings is not None:
             set_("stop_strings", _stop_strings(self.stop_strings))
+        self._check_types()
         self._check_lengths()
         self._check_search()
         self._check_processors()
+        self._check_assisted()
 
     @property
     def eos_ids(self) -> tuple[int, ...]:
@@ -99,20 +113,32 @@ class GenerationConfig:
 
     @classmethod
     def build(cls, defaults: dict | None = None, **given) -> GenerationConfig:
-        """The options given, then the defaults (a checkpoint's, say) for what is not given. The sampling
-        options given without do_sample are refused, as a mistake; from defaults they are kept, unused."""
+        """The options given over the defaults (a checkpoint's generation_config.json, say), as transformers'
+        generate() merges them: a given None unsets the default (eos_token_id=None: no eos), or, for an
+        option that needs a value, is its library default. Sampling options given without do_sample are
+        refused, as a mistake; from the defaults they are kept, unused."""
         _check_names(given)
-        given = {name: value for name, value in given.items() if value is not None}
         merged = {**(defaults or {}), **given}
         if not merged.get("do_sample"):
             for name in SAMPLING_ONLY:
-                if name in given:
+                if given.get(name) is not None:
                     raise ValueError(
                         f"{name} only applies when sampling: add do_sample=True (--do-sample); greedy is the default"
                     )
-        if "max_new_tokens" in given or "max_length" in given:  # the caller's length replaces a default's
-            merged = {k: v for k, v in merged.items() if k not in ("max_new_tokens", "max_length") or k in given}
-        return cls(**merged)
+        if given.get("max_new_tokens") is not None or given.get("max_length") is not None:
+            for name in ("max_new_tokens", "max_length"):  # the caller's length replaces the defaults'
+                merged.setdefault(name, None)
+                merged[name] = given.get(name)
+        return cls(**{name: value for name, value in merged.items() if value is not None or name not in VALUED})
+
+    def _check_types(self):
+        for name in NUMBERS:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        for name in ("do_sample", "use_cache", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     def _check_lengths(self):
         if self.max_new_tokens is not None and self.max_length is not None:
@@ -156,6 +182,20 @@ class GenerationConfig:
         if self.compile:
             raise ValueError("compile=True compiles greedy and sampling steps; beam search runs without it")
 
+    def _check_assisted(self):
+        for name in ("num_assistant_tokens", "prompt_lookup_num_tokens", "max_matching_ngram_size"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 1):
+                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if self.num_assistant_tokens_schedule not in ("constant", "heuristic"):
+            raise ValueError(
+                f"num_assistant_tokens_schedule must be 'constant' or 'heuristic', got {self.num_assistant_tokens_schedule!r}"
+            )
+        if not 0 <= self.assistant_confidence_threshold < 1:
+            raise ValueError(
+                f"assistant_confidence_threshold must be in [0, 1), got {self.assistant_confidence_threshold!r}"
+            )
+
     def _check_processors(self):
         if self.no_repeat_ngram_size is not None and (
             not _is_int(self.no_repeat_ngram_size) or self.no_repeat_ngram_size < 0
@@ -166,6 +206,9 @@ class GenerationConfig:
         for name in ("min_length", "min_new_tokens"):
             if getattr(self, name) and not self.eos_ids:
                 raise ValueError(f"{name} holds the eos token back, so it needs eos_token_id")
+
+
+VALUED = {f.name for f in dataclasses.fields(GenerationConfig) if f.default is not None}  # None means the default
 
 
 def _check_names(options: dict) -> None:

@@ -128,18 +128,29 @@ def warp(scores: torch.Tensor, temperature: float = 1.0, top_k: int | None = Non
     return scores
 
 
-def sampler(config: GenerationConfig, generator: torch.Generator | None, device):
-    """A picker: processed scores [B, V] -> (drawn tokens [B], the warped scores they were drawn from)."""
-    temperature = 1.0 if config.temperature is None else config.temperature
-    top_k = DEFAULT_TOP_K if config.top_k is None else config.top_k
-    top_p = 1.0 if config.top_p is None else config.top_p
-    if config.seed is not None and generator is not None:
-        raise ValueError("give seed or generator, not both")
-    if config.seed is not None:
-        generator = torch.Generator(device).manual_seed(config.seed)
+class Sampler:
+    """A picker that draws: processed scores [B, V] -> (drawn tokens [B], the warped scores they were drawn
+    from), after temperature (default 1), top-k (default 50; 0: none) and top-p (default 1: none)."""
 
-    def sample(scores):
-        warped = warp(scores, temperature, top_k, top_p)
-        return torch.multinomial(warped.softmax(dim=-1), 1, generator=generator)[:, 0], warped
+    def __init__(self, config: GenerationConfig, generator: torch.Generator | None, device):
+        self.temperature = 1.0 if config.temperature is None else config.temperature
+        self.top_k = DEFAULT_TOP_K if config.top_k is None else config.top_k
+        self.top_p = 1.0 if config.top_p is None else config.top_p
+        if config.seed is not None and generator is not None:
+            raise ValueError("give seed or generator, not both")
+        self.generator = torch.Generator(device).manual_seed(config.seed) if config.seed is not None else generator
 
-    return sample
+    def warp(self, scores: torch.Tensor) -> torch.Tensor:
+        return warp(scores, self.temperature, self.top_k, self.top_p)
+
+    def draw(self, probs: torch.Tensor) -> torch.Tensor:
+        """One token per row [B] from probabilities [B, V]."""
+        return torch.multinomial(probs, 1, generator=self.generator)[:, 0]
+
+    def uniform(self) -> float:
+        """A draw from U[0, 1), from the same generator (speculative sampling's acceptance test)."""
+        return torch.rand((), generator=self.generator, device=self.generator.device if self.generator else None).item()
+
+    def __call__(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        warped = self.warp(scores)
+        return self.draw(warped.softmax(dim=-1)), warped

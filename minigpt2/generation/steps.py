@@ -19,6 +19,8 @@ class Step:
     finished: torch.Tensor  # [R] rows that are done (eos, a stop string); beams: their prompt's search is
     beam_scores: torch.Tensor | None = None  # beam search: each running beam's summed log-probability
     parents: torch.Tensor | None = None  # beam search: the row of the last step that each row continues
+    drafted: int | None = None  # assisted decoding, on a round's first step: the tokens drafted for it
+    accepted: int | None = None  # ... and how many of them the model kept (the round adds accepted + 1)
 
 
 @dataclass

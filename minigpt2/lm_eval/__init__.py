@@ -131,7 +131,10 @@ class MiniGPT2LM(TemplateLM):
         sampling = {name: settings[name] for name in SAMPLING if settings.get(name) is not None}
         if not sampling.get("do_sample"):
             sampling = {}
-        rows = [self.tok_encode(context)[-(self._max_length - new_tokens) :] or [self.prefix_token_id] for context in contexts]
+        rows = [
+            self.tok_encode(context)[-(self._max_length - new_tokens) :] or [self.prefix_token_id]
+            for context in contexts
+        ]
         T = max(len(row) for row in rows)
         ids = torch.full((len(rows), T), self.eot_token_id, dtype=torch.long)
         mask = torch.zeros(len(rows), T, dtype=torch.long)

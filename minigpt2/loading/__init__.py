@@ -15,8 +15,9 @@ import torch
 from .. import kernels, quantize
 from ..checkpoint import Checkpoint, CheckpointError, first_line, resolve
 from ..model import GPT2
+from ..processing import Processing, process_weights
 from ..tokenizer import Tokenizer
-from .config import read_config
+from .config import read_config, read_generation_defaults
 from .weights import read_weights
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -31,22 +32,28 @@ class LoadOptions:
     quantize="int8": projections and LM head as int8 (quantize.py); opt-in, approximate.
     fast=True: fp32 projections copied to [out, in] and multiplied by oneDNN where it is faster
         (kernels.py); slower to load, rounded unlike transformers'.
+    process: TransformerLens's weight processing (processing.py): True for all four steps, or a
+        Processing naming some; the logits shift by a constant per position (center_unembed).
     """
 
     device: str | torch.device | None = None
     dtype: torch.dtype | str | None = None
     quantize: str | None = None
     fast: bool = False
+    process: bool | Processing = False
 
     def __post_init__(self):
         object.__setattr__(self, "device", check_device(self.device))
         object.__setattr__(self, "dtype", _check_dtype(self.dtype))
         quantize.check(self.quantize)
+        if self.process and self.quantize:
+            raise ValueError("weight processing edits floating-point weights: give process= or quantize=, not both")
 
 
 def load_model(checkpoint: Checkpoint, options: LoadOptions | None = None) -> GPT2:
     options = options or LoadOptions()
     config = read_config(checkpoint)
+    generation_defaults = read_generation_defaults(checkpoint)
     files = checkpoint.weight_files()
     with torch.device("meta"):
         model = GPT2(config)
@@ -65,6 +72,9 @@ def load_model(checkpoint: Checkpoint, options: LoadOptions | None = None) -> GP
         model.tie_weights()
     elif tied:
         quantize.quantize_tied_head(model)
+    if options.process:
+        process_weights(model, options.process if isinstance(options.process, Processing) else None)
+    model.generation_defaults, model.generation_defaults_source = generation_defaults
     return model.eval()
 
 

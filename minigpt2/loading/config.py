@@ -1,10 +1,26 @@
-"""config.json as GPT2Config, refusing in one line what this implementation does not compute."""
+"""config.json as GPT2Config, refusing in one line what this implementation does not compute; and the
+generation defaults, from generation_config.json (or config.json), as transformers reads them."""
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
 from ..activations import ACTIVATIONS, LEARNED
 from ..checkpoint import Checkpoint, CheckpointError, first_line
+from ..generation.config import GenerationConfig
 from ..model import GPT2Config
+
+GENERATION_FIELDS = {f.name for f in dataclasses.fields(GenerationConfig)}
+# Fields of transformers' GenerationConfig that change what it generates and minigpt2 does not compute:
+# set to anything but their neutral value, they are named in a warning rather than silently dropped.
+NOT_COMPUTED = (
+    "typical_p", "epsilon_cutoff", "eta_cutoff", "min_p", "top_h", "num_beam_groups", "diversity_penalty",
+    "penalty_alpha", "suppress_tokens", "begin_suppress_tokens", "sequence_bias", "renormalize_logits",
+    "exponential_decay_length_penalty", "encoder_repetition_penalty", "guidance_scale", "forced_bos_token_id",
+    "force_words_ids", "constraints", "dola_layers", "watermarking_config",
+)  # fmt: skip
+NEUTRAL = (None, False, 0, 0.0, 1, 1.0, [], {})
 
 
 def read_config(checkpoint: Checkpoint) -> GPT2Config:
@@ -45,3 +61,27 @@ def read_config(checkpoint: Checkpoint) -> GPT2Config:
         raise CheckpointError(f"{path} lacks the field {e.args[0]!r} that a GPT-2 config must have") from None
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path} has an invalid value: {first_line(e)}") from None
+
+
+def read_generation_defaults(checkpoint: Checkpoint) -> tuple[dict, str]:
+    """The checkpoint's generation defaults and where they come from, with transformers' rules: its
+    generation_config.json when it has one (and then nothing from config.json), else config.json's special
+    tokens (and any generation field written there, as older checkpoints did). Unknown fields are ignored;
+    a bad value in a known one is a one-line error naming the file and the field."""
+    path = checkpoint.path("generation_config.json")
+    raw = checkpoint.read_json("generation_config.json") if path is not None else checkpoint.config
+    source = str(path) if path is not None else "config.json"
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{source} is not a JSON object of generation settings")
+    defaults = {k: v for k, v in raw.items() if k in GENERATION_FIELDS and v is not None}
+    if "max_new_tokens" in defaults:
+        defaults.pop("max_length", None)  # as transformers: max_new_tokens wins
+    if path is not None:
+        ignored = [k for k in NOT_COMPUTED if raw.get(k) not in NEUTRAL]
+        if ignored:
+            warnings.warn(f"{source} sets {', '.join(ignored)}, which minigpt2 does not compute; they are ignored")
+    try:
+        GenerationConfig(**defaults)
+    except ValueError as e:
+        raise CheckpointError(f"{source}: {first_line(e)}") from None
+    return defaults, source

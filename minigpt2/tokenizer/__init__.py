@@ -93,8 +93,7 @@ class Tokenizer:
         """
         if isinstance(texts, str) or not texts:
             raise ValueError("encode_batch takes a non-empty list of texts; use encode() for one text")
-        start = self.bos_token_id if self.bos_token_id is not None else self.eos_token_id
-        pad = self.pad_token_id if self.pad_token_id is not None else self.eos_token_id
+        start, pad = self._start_id(), self._pad_id()
         if start is None or pad is None:
             raise ValueError("this tokenizer names no bos, eos or pad token to pad or start with")
         rows = [self.encode(text) or [start] for text in texts]
@@ -123,6 +122,51 @@ class Tokenizer:
         """
         pieces = (i for one in ids for i in self._ids([one], skip_special_tokens))
         return self._engine.decode_stream(pieces, self._ids(after, skip_special_tokens))
+
+    # TransformerLens's ways of writing tokens, for the interpretability tools. Like TransformerLens, they
+    # put the bos token first by default (prepend_bos=True), so position 0 is a fixed start that heads can
+    # rest on; encode(), encode_batch() and generation keep transformers' behaviour and add nothing.
+
+    def to_tokens(self, text: str | list[str], prepend_bos: bool = True, padding_side: str = "right") -> torch.Tensor:
+        """Token ids [B, T] of a text or a list of texts (padded with the pad token on padding_side)."""
+        texts = [text] if isinstance(text, str) else list(text)
+        if prepend_bos and self._start_id() is None:
+            raise ValueError("this tokenizer names no bos (or eos) token to put first; pass prepend_bos=False")
+        rows = [([self._start_id()] if prepend_bos else []) + self.encode(t) for t in texts]
+        if not all(rows):
+            raise ValueError("a text with no tokens: give some text, or prepend_bos=True")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        T, pad = max(len(row) for row in rows), self._pad_id()
+        padded = [
+            [pad] * (T - len(row)) + row if padding_side == "left" else row + [pad] * (T - len(row)) for row in rows
+        ]
+        return torch.tensor(padded, dtype=torch.long)
+
+    def to_str_tokens(self, tokens, prepend_bos: bool = True):
+        """Each token as its own text: of a text (tokenized with to_tokens, so with the bos first by default),
+        of ids [T] or [1, T], or of a list of either (a list of lists)."""
+        if isinstance(tokens, str):
+            tokens = self.to_tokens(tokens, prepend_bos=prepend_bos)[0]
+        elif isinstance(tokens, (list, tuple)) and tokens and isinstance(tokens[0], (str, list, tuple, torch.Tensor)):
+            return [self.to_str_tokens(item, prepend_bos=prepend_bos) for item in tokens]
+        ids = torch.as_tensor(tokens)
+        if ids.dim() == 2 and ids.size(0) == 1:
+            ids = ids[0]
+        if ids.dim() > 1:
+            raise ValueError(f"to_str_tokens takes one sequence of ids, [T] or [1, T], got {list(ids.shape)}")
+        return [self.decode([i]) for i in ids.reshape(-1).tolist()]
+
+    def to_string(self, tokens) -> str | list[str]:
+        """The text of ids [T] (a string) or [B, T] (a list of strings), special tokens included."""
+        ids = torch.as_tensor(tokens)
+        return [self.decode(row) for row in ids.tolist()] if ids.dim() == 2 else self.decode(ids.reshape(-1).tolist())
+
+    def _start_id(self) -> int | None:
+        return self.bos_token_id if self.bos_token_id is not None else self.eos_token_id
+
+    def _pad_id(self) -> int | None:
+        return self.pad_token_id if self.pad_token_id is not None else self.eos_token_id
 
     def _ids(self, ids, skip_special_tokens: bool) -> list[int]:
         """The ids to decode. An id past the vocabulary has no text and is left out, as transformers does:
