@@ -1,4 +1,4 @@
-"""Pictures of what attribution.py, patching.py and internals.py compute, labelled with layer and head
+"""Pictures of what attribution.py, patching.py, heads.py and internals.py compute, labelled with layer and head
 numbers and the prompt's own tokens. Needs matplotlib (pip install "minigpt2[plots]"); each function
 draws on `ax` (a new figure when None) and returns it."""
 
@@ -21,11 +21,21 @@ def token_labels(tokenizer, ids) -> list[str]:
 
 
 def plot_patching(results: torch.Tensor, *, tokens: list[str] | None = None, title="activation patching", ax=None):
-    """A sweep from activation_patching: [layer, position] (tokens on the x axis) or [layer, head]."""
-    ax = _axes(ax)
+    """A sweep from activation_patching or attribution_patching: [layer, position] (tokens on the x axis)
+    or [layer, head]."""
     values = results.detach().float().cpu().numpy()
     limit = float(abs(values).max()) or 1.0
-    image = ax.imshow(values, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    return _layer_grid(_axes(ax), values, tokens, title, cmap="RdBu", vmin=-limit, vmax=limit)
+
+
+def plot_head_scores(scores: torch.Tensor, *, title="head scores", ax=None):
+    """Head detector scores [layer, head] (heads.py: previous-token, duplicate-token, induction), 0 to 1."""
+    values = scores.detach().float().cpu().numpy()
+    return _layer_grid(_axes(ax), values, None, title, cmap="viridis", vmin=0.0, vmax=1.0)
+
+
+def _layer_grid(ax, values, tokens, title, **colours):
+    image = ax.imshow(values, aspect="auto", **colours)
     ax.set_ylabel("layer")
     ax.set_yticks(range(values.shape[0]))
     if tokens is not None:

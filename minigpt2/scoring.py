@@ -25,12 +25,15 @@ from .model import GPT2
 def score(model: GPT2, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Each token's log-probability given the tokens before it: [B, T-1], entry t-1 for token t.
 
-    attention_mask [B, T] (1 real, 0 padding) takes left- or right-padded batches; entries whose token
-    is padding are 0."""
+    attention_mask [B, T] (1 real, 0 padding) takes left- or right-padded batches. An entry is 0 where its
+    token is padding, or where the token before it is (a left-padded row's first real token, which has
+    nothing real to be predicted from, as an unpadded row's first token has no entry): so a padded row's
+    entries are the row's own, and a row's sum is its log-likelihood."""
     logits = model(input_ids, attention_mask=attention_mask)
     logprobs = _logprobs(logits[:, :-1], input_ids[:, 1:])
     if attention_mask is not None:
-        logprobs = logprobs.masked_fill(attention_mask[:, 1:] == 0, 0.0)
+        real = attention_mask.bool()
+        logprobs = logprobs.masked_fill(~(real[:, 1:] & real[:, :-1]), 0.0)
     return logprobs
 
 
@@ -45,8 +48,8 @@ def loglikelihood(
 ) -> list[tuple[float, bool]]:
     """For each (context ids, continuation ids): log p(continuation | context), and whether the continuation
     is what greedy decoding would pick token by token, as lm-eval's loglikelihood defines both. The two
-    joined are cut to the last `context` (default: n_positions) + 1 tokens, and the last one is not fed.
-    Batched, longest first, padded on the right."""
+    joined are cut to the last `context` (default: n_positions) + 1 tokens, and the last one is not fed; a
+    continuation longer than `context` is refused. Batched, longest first, padded on the right."""
     context = context or model.config.n_positions
     rows = []
     for ctx, cont in requests:
@@ -54,6 +57,8 @@ def loglikelihood(
             raise ValueError("a continuation needs at least one token")
         if not ctx:
             raise ValueError("a context needs at least one token (GPT-2 starts from its eos token)")
+        if len(cont) > context:
+            raise ValueError(f"a continuation of {len(cont)} tokens does not fit the context ({context} tokens)")
         whole = (list(ctx) + list(cont))[-(context + 1) :]
         rows.append((whole[:-1], list(cont)))
     results: list[tuple[float, bool] | None] = [None] * len(rows)
@@ -209,7 +214,10 @@ def multiple_choice(model: GPT2, tokenizer, examples: Iterable[dict]) -> Choices
     result = Choices()
     device = model.wte.weight.device
     for n, example in enumerate(examples):
-        context, endings, label = _example(example, n)
+        try:
+            context, endings, label = parse_example(example)
+        except ValueError as e:
+            raise ValueError(f"example {n}: {e}") from None
         ctx = tokenizer.encode(context)
         tails = [tokenizer.encode(" " + ending) for ending in endings]
         T = max(len(ctx) + len(tail) for tail in tails)
@@ -228,15 +236,18 @@ def multiple_choice(model: GPT2, tokenizer, examples: Iterable[dict]) -> Choices
     return result
 
 
-def _example(example: dict, n: int) -> tuple[str, list[str], int]:
+def parse_example(example: dict) -> tuple[str, list[str], int]:
+    """A multiple-choice example's (context, endings, label), or a ValueError that says what is missing."""
     context = example.get("context", example.get("ctx"))
     endings, label = example.get("endings"), example.get("label")
-    if not isinstance(context, str) or not isinstance(endings, list) or not endings:
-        raise ValueError(f"example {n} needs a text 'context' and a non-empty list of 'endings'")
+    if not isinstance(context, str):
+        raise ValueError("needs a text 'context' (or HellaSwag's 'ctx')")
+    if not isinstance(endings, list) or not endings:
+        raise ValueError("needs a non-empty list of 'endings'")
     if not all(isinstance(e, str) and e for e in endings):
-        raise ValueError(f"example {n}: every ending must be a non-empty text")
+        raise ValueError("every ending must be a non-empty text")
     if isinstance(label, str) and label.isdigit():
         label = int(label)  # HellaSwag's own files write it as a string
     if not isinstance(label, int) or not 0 <= label < len(endings):
-        raise ValueError(f"example {n}: 'label' must be the index of the right ending (0..{len(endings) - 1})")
+        raise ValueError(f"'label' must be the index of the right ending (0..{len(endings) - 1})")
     return context, endings, label

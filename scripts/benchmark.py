@@ -14,7 +14,9 @@ the decode rate it allows: weights' bytes / bandwidth); batch-1 greedy decode pe
 of a long prompt; batched greedy decode; beam search (4 beams by default); load time (and load +
 first forward pass, which reads every weight) and peak resident memory, in a fresh process each,
 from a warm file cache; how far bf16/fp16 logits and greedy tokens are from fp32; and minigpt2's
-activation patching sweep (every layer x 20 positions) against one forward pass per patch; and the
+activation patching sweep (every layer x 20 positions) against one forward pass per patch; greedy
+assisted decoding (the target's own first blocks, an unrelated small model, prompt lookup) against plain
+greedy, with each draft's acceptance; and the
 explorer: writing a 40-token page (minigpt2 explore) against the plain generation, and its size.
 """
 
@@ -35,6 +37,8 @@ from bench.report import print_table  # noqa: E402
 from bench.sections import (  # noqa: E402
     EXPLORED_TOKENS,
     PATCHED_TOKENS,
+    assisted_drafts,
+    assisted_runs,
     beam_runs,
     decode_figures,
     decode_runs,
@@ -48,7 +52,7 @@ from minigpt2 import GPT2, resolve  # noqa: E402
 from minigpt2.parity.checkpoints import write_checkpoint  # noqa: E402
 from minigpt2.parity.reference import reference_model  # noqa: E402
 
-SECTIONS = ("decode", "prefill", "batched", "beam", "load", "patching", "explore")
+SECTIONS = ("decode", "prefill", "batched", "beam", "assisted", "load", "patching", "explore")
 PROMPT_TOKENS = 8
 
 
@@ -126,6 +130,10 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
         runs = beam_runs(ours32, reference, prompt(1, PROMPT_TOKENS), args.new_tokens // 2, args.beams, fast=fast)
         results["beam"] = {**median_rates(runs, args.rounds), "num_beams": args.beams}
     del reference, fast
+    if "assisted" in sections:
+        drafts = assisted_drafts(ours32, Path(args.scratch))
+        runs, acceptance = assisted_runs(ours32, prompt(1, PROMPT_TOKENS), args.new_tokens, drafts)
+        results["assisted"] = {"tokens_per_s": median_rates(runs, args.rounds), "acceptance": acceptance}
     if "patching" in sections:
         results["patching"] = median_rates(patching_runs(ours32, prompt(1, PATCHED_TOKENS)), args.rounds)
         results["patching"]["patches"] = ours32.config.n_layer * PATCHED_TOKENS

@@ -282,3 +282,23 @@ def worst_deviation(expected: torch.Tensor, frequency: torch.Tensor, draws: int)
     groups_seen = torch.cat([frequency[common], frequency[~common].sum().view(1)])
     standard_error = (groups_expected * (1 - groups_expected) / draws).sqrt().clamp(min=1e-12)
     return ((groups_seen - groups_expected).abs() / standard_error).max().item()
+
+
+def hooked_transformer(hf_model, **processing) -> "transformer_lens.HookedTransformer":  # noqa: F821
+    """TransformerLens 3's HookedTransformer holding a transformers GPT2LMHeadModel's weights, built offline
+    (from_pretrained would look the official name up on the hub). processing: load_and_process_state_dict's
+    flags (fold_ln, center_writing_weights, center_unembed, fold_value_biases), all off by default."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
+
+    c = hf_model.config
+    cfg = HookedTransformerConfig(
+        n_layers=c.n_layer, d_model=c.n_embd, n_heads=c.n_head, d_head=c.n_embd // c.n_head,
+        d_mlp=c.n_inner or 4 * c.n_embd, d_vocab=c.vocab_size, n_ctx=c.n_positions, act_fn=c.activation_function,
+        eps=c.layer_norm_epsilon, normalization_type="LN", original_architecture="GPT2LMHeadModel",
+        default_prepend_bos=True, dtype=torch.float32,
+    )  # fmt: skip
+    model = HookedTransformer(cfg)
+    flags = dict(fold_ln=False, center_writing_weights=False, center_unembed=False, fold_value_biases=False)
+    model.load_and_process_state_dict(convert_gpt2_weights(hf_model, cfg), **{**flags, **processing})
+    return model.eval()

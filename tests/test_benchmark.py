@@ -18,6 +18,8 @@ def test_benchmark_smoke(tiny_checkpoint, tmp_path):
         "prefill tok/s",
         "batch 2",
         "beam search tok/s, 4 beams",
+        "assisted greedy decoding",
+        "prompt lookup",
         "load",
     ):
         assert line in result.stdout
@@ -28,6 +30,7 @@ def test_benchmark_smoke(tiny_checkpoint, tmp_path):
         assert "llama.cpp left out" in result.stdout
     figures = json.loads((tmp_path / "bench.json").read_text())
     assert set(figures["decode"]) == {"float32", "bfloat16", "int8"} and figures["bandwidth_bytes_per_s"] > 0
+    assert set(figures["assisted"]["acceptance"]) == {"first 1 blocks", "unrelated 2-block", "prompt lookup"}
     assert figures["weight_bytes"]["int8"] < figures["weight_bytes"]["bfloat16"] < figures["weight_bytes"]["float32"]
     some = run_script("benchmark.py", *args, "--sections", "beam,patching")
     assert some.returncode == 0, some.stderr

@@ -23,6 +23,7 @@ from minigpt2 import GPT2, Tokenizer
 from minigpt2.attribution import direct_logit_attribution
 from minigpt2.explore import explore
 from minigpt2.explore.page import PATTERN_LEVELS
+from minigpt2.sae import SAE, run_with_sae, top_features
 
 PROMPT = "Once upon a time"
 STEPS = 12
@@ -33,19 +34,37 @@ def read_page(page: str) -> dict:
     """The numbers a page holds, as a browser's page.js reads them back."""
     block = re.search(r'<script id="data" type="application/json">(.*?)</script>', page, re.S).group(1)
     data = json.loads(block)
-    dtypes = {"patterns": torch.uint8, "candidate_ids": torch.int32, "lens_ids": torch.int32}
-    for name, value in data.items():
-        if isinstance(value, str) and name not in ("model", "prompt_text"):
+    dtypes = {"patterns": torch.uint8, "candidate_ids": torch.int32, "lens_ids": torch.int32, "ids": torch.int32}
+    for name, value in [*data.items(), *(data.get("sae") or {}).items()]:
+        where = data["sae"] if name in ("ids", "values") else data
+        if isinstance(value, str) and name not in ("model", "prompt_text", "hook"):
             raw = bytearray(base64.b64decode(value))
-            data[name] = torch.frombuffer(raw, dtype=dtypes.get(name, torch.float32)) if raw else torch.zeros(0)
+            where[name] = torch.frombuffer(raw, dtype=dtypes.get(name, torch.float32)) if raw else torch.zeros(0)
     return data
+
+
+def write_sae(folder: Path, model, hook: str = "blocks.1.hook_resid_pre") -> Path:
+    """A random standard SAE in SAELens's on-disk format, with features that fire at some positions."""
+    from safetensors.torch import save_file
+
+    d_in, d_sae = model.config.n_embd, 4 * model.config.n_embd
+    g = torch.Generator().manual_seed(0)
+    W_dec = torch.randn(d_sae, d_in, generator=g)
+    weights = {"W_enc": W_dec.T.contiguous(), "b_enc": torch.randn(d_sae, generator=g) * 0.01, "W_dec": W_dec}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({**weights, "b_dec": torch.zeros(d_in)}, folder / "sae_weights.safetensors")
+    cfg = {"architecture": "standard", "d_in": d_in, "d_sae": d_sae, "metadata": {"hook_name": hook}}
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    return folder
 
 
 @pytest.fixture(scope="module")
 def page(tiny, tmp_path_factory) -> Path:
     model, tokenizer = tiny
-    path = tmp_path_factory.mktemp("explore") / "page.html"
-    explore(model, tokenizer, PROMPT, path, max_new_tokens=STEPS, model_name="tiny random checkpoint")
+    folder = tmp_path_factory.mktemp("explore")
+    sae = SAE.from_pretrained(write_sae(folder / "sae", model))
+    path = folder / "page.html"
+    explore(model, tokenizer, PROMPT, path, max_new_tokens=STEPS, model_name="tiny random checkpoint", sae=sae)
     assert path.is_file()  # output= writes the page
     return path
 
@@ -102,6 +121,26 @@ def test_the_pages_numbers_are_the_models(tiny, page):
     assert attribution_deviation < 1e-4 and sums < 1e-4
     assert attribution.abs().max() > 1e-2 and packed.max() > 0.1  # real numbers, not zeros
     assert data["texts"][-1] == tokenizer.decode(expected)
+
+
+def test_the_sae_view_holds_the_saes_top_features(tiny, page):
+    model, _ = tiny
+    data = read_page(page.read_text())
+    sae = SAE.from_pretrained(page.parent / "sae")
+    read = torch.tensor([data["tokens"][:-1]])
+    _, features = run_with_sae(model, read, sae, use_error_term=True)
+    values, ids = top_features(features[0], data["sae"]["k"])
+    got_ids, got_values = data["sae"]["ids"].view(ids.shape), data["sae"]["values"].view(values.shape)
+    print(
+        f"SAE view: {ids.size(0)} positions x top {ids.size(1)}; max difference {(got_values - values).abs().max():.1e}"
+    )
+    assert data["sae"]["hook"] == "blocks.1.hook_resid_pre" and values[:, 0].gt(0).all()
+    assert torch.equal(got_ids, ids.to(torch.int32)) and torch.equal(got_values, values)
+    plain = explore(model, tiny[1], PROMPT, max_new_tokens=2).html()
+    assert '"sae"' not in read_page(plain) and '<section id="sae" hidden>' in plain
+    wrong = SAE.from_pretrained(write_sae(page.parent / "wrong", model, hook="blocks.9.hook_resid_pre"))
+    with pytest.raises(ValueError, match="the SAE reads blocks.9.hook_resid_pre, which this model does not have"):
+        explore(model, tiny[1], PROMPT, max_new_tokens=2, sae=wrong)
 
 
 def test_sampling_shows_what_the_loop_drew_from(tiny):
@@ -188,6 +227,13 @@ def test_the_page_in_a_real_browser(page, tmp_path):
         assert len({mean, head_1, browser.execute_script(heatmap)}) == 3
         Select(find(By.ID, "layer")).select_by_value("1")
         assert browser.execute_script(heatmap) not in (mean, head_1)
+
+        assert find(By.ID, "sae").is_displayed() and "blocks.1.hook_resid_pre" in find(By.ID, "sae").text
+        features = find(By.ID, "sae-features").text
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#sae-features .bar")) == 10
+        find(By.ID, "step").send_keys(Keys.RIGHT)
+        assert find(By.ID, "sae-features").text != features  # the next position's features
+        find(By.ID, "step").send_keys(Keys.LEFT)
 
         lens_cells = len(browser.find_elements(By.CSS_SELECTOR, "#lens td"))
         assert lens_cells == 2 * (len(read_page(page.read_text())["tokens"]) - STEPS + 3)  # 2 layers x positions

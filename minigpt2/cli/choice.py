@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..scoring import multiple_choice
+from ..scoring import multiple_choice, parse_example
 from .options import file_command, load_from_args, write_figures
 from .perplexity import read_text
 
@@ -40,6 +40,10 @@ def read_examples(path: Path) -> list[dict]:
             raise ValueError(f"{path}:{n} is not JSON ({e.msg})") from None
         if not isinstance(example, dict):
             raise ValueError(f"{path}:{n} is not a JSON object with context, endings and label")
+        try:
+            parse_example(example)
+        except ValueError as e:
+            raise ValueError(f"{path}:{n}: the example {e}") from None
         examples.append(example)
     return examples
 
@@ -50,5 +54,6 @@ def run(args: argparse.Namespace) -> None:
     result = multiple_choice(model, tokenizer, examples)
     figures = {"file": str(args.file), "model": args.model, "examples": len(examples)}
     figures |= {"acc": result.acc, "acc_norm": result.acc_norm}
+    figures |= {"sum_losses": result.sum_losses, "avg_losses": result.avg_losses, "labels": result.labels}
     summary = f"acc {result.acc:.4f}, acc_norm {result.acc_norm:.4f} over {len(examples)} examples"
     write_figures(figures, summary, args.json)

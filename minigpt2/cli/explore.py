@@ -8,6 +8,7 @@ import sys
 
 from ..explore import explore
 from ..output import check_writable
+from ..sae import SAE
 from .options import (
     DEFAULT_PROMPT,
     Parser,
@@ -23,6 +24,7 @@ EXAMPLES = """examples:
   minigpt2 explore "Once upon a time" --output page.html
   minigpt2 explore "The capital of France is" --model gpt2 --max-new-tokens 10 --candidates 20
   minigpt2 explore "Once upon a time" --do-sample --temperature 0.8 --seed 1 --output sampled.html
+  minigpt2 explore "The Eiffel Tower is in" --model gpt2 --sae ./my-sae      # with an SAE's features
 """
 
 
@@ -41,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--candidates", metavar="K", type=positive_int, default=10, help="next tokens listed at each step (default: 10)"
     )
+    p.add_argument(
+        "--sae",
+        metavar="PATH",
+        help="an SAE in SAELens's format (a folder, or a hub repo) whose features the page shows",
+    )
+    p.add_argument(
+        "--sae-folder", metavar="NAME", help="the SAE's folder inside --sae (SAELens releases: one per hook)"
+    )
     add_load_options(p)
     add_generation_options(p)
     return p
@@ -48,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     check_writable(args.output)  # before a model is loaded
+    sae = SAE.from_pretrained(args.sae, args.sae_folder) if args.sae else None
     model, tokenizer = load_from_args(args)
     numbers = itertools.count(1)
 
@@ -63,6 +74,7 @@ def run(args: argparse.Namespace) -> None:
         model_name=args.model,
         on_step=progress,
         config=generation_config(args, model),
+        sae=sae,
     )
     status("\nreading attention, the logit lens and the attribution ...")
     size = exploration.save(args.output)

@@ -28,7 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
         EXAMPLES,
         "the text to score (UTF-8)",
     )
-    p.add_argument("--stride", metavar="N", type=positive_int, default=512, help="window step in tokens (default: 512)")
+    p.add_argument(
+        "--stride",
+        metavar="N",
+        type=positive_int,
+        help="window step in tokens (default: 512, or the context if shorter)",
+    )
     p.add_argument(
         "--batch-size", metavar="N", type=positive_int, default=1, help="windows per forward pass (default: 1)"
     )
@@ -40,7 +45,7 @@ def read_text(path: Path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file" if not path.exists() else f"{path} is not a file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # the file's own bytes: no newline translation
     except UnicodeDecodeError as e:
         raise ValueError(f"{path} is not UTF-8 text (byte {e.start} cannot be decoded); convert it first") from None
     if not text.strip():
@@ -51,6 +56,7 @@ def read_text(path: Path) -> str:
 def run(args: argparse.Namespace) -> None:
     text = read_text(args.file)  # before a model is loaded
     model, tokenizer = load_from_args(args)
+    args.stride = args.stride or min(512, model.config.n_positions)
     if args.stride > model.config.n_positions:
         raise ValueError(f"--stride {args.stride} is longer than the context ({model.config.n_positions} tokens)")
     ids = tokenizer.encode(text)

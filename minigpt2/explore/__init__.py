@@ -10,7 +10,8 @@ What the page holds, for every step of the loop (page.py encodes it, page.js dra
 - every layer's and head's attention pattern over the tokens read so far;
 - the logit lens: each layer's top next token and its probability at every position;
 - direct logit attribution: what each embedding, head, attention bias and MLP adds to the picked
-  token's logit (attribution.py).
+  token's logit (attribution.py);
+- given an SAE (sae.py), its most active features at every position, read at its hook point.
 
 The loop runs once, as generate() does, with a KV cache. The patterns, the lens and the attribution
 then come from forward passes over the finished sequence: causal attention makes each position's
@@ -27,6 +28,7 @@ from ..attribution import decompose_resid, logit_contributions
 from ..generation import GenerationConfig, run_to_end
 from ..internals import run_with_cache
 from ..output import check_writable, write_atomically
+from ..sae import SAE, run_with_sae, top_features
 
 LENS_ROWS = 512  # positions x layers unembedded at once for the logit lens: about 100 MB of logits for GPT-2
 
@@ -53,6 +55,9 @@ class Exploration:
     attribution: torch.Tensor  # [n, pieces] each piece's direct contribution to the picked token's logit
     attribution_bias: torch.Tensor  # [n] the final LayerNorm's bias's share of it
     picked_logits: torch.Tensor  # [n] the picked token's logit, which the pieces and the bias add up to
+    sae_hook: str | None = None  # with an SAE: the point it reads
+    sae_ids: torch.Tensor | None = None  # [T, K] its most active features at each position, strongest first
+    sae_values: torch.Tensor | None = None  # [T, K] and their activations
 
     @property
     def steps(self) -> int:
@@ -79,6 +84,7 @@ def explore(
     model_name: str = "",
     on_step=None,
     config: GenerationConfig | None = None,
+    sae: SAE | None = None,
     **options,
 ) -> Exploration:
     """Generate from prompt as model.generate() would, then gather what the page shows.
@@ -86,12 +92,15 @@ def explore(
     options: generate()'s, e.g. max_new_tokens=40, do_sample=True, seed=1, repetition_penalty=1.2
     (one row: no beams, no num_return_sequences), over `config` if one is given. candidates: how many next tokens each step lists.
     output: a path to write the page to (checked before the model runs), or None to write it later
-    with .save(path). on_step(step): called as each token arrives, e.g. to show progress.
+    with .save(path). on_step(step): called as each token arrives, e.g. to show progress. sae: an SAE
+    whose features the page shows (read with its error term, so the model's numbers stay its own).
     """
     if output is not None:
         check_writable(output)
     if candidates < 1:
         raise ValueError(f"candidates must be at least 1, got {candidates}")
+    if sae is not None and sae.hook_name not in model.hook_names():
+        raise ValueError(f"the SAE reads {sae.hook_name}, which this model does not have")
     if config is None:
         config = GenerationConfig.build(model.generation_defaults, **options)
     elif options:
@@ -146,6 +155,10 @@ def explore(
         attribution_bias=bias,
         picked_logits=logits,
     )
+    if sae is not None:
+        _, features = run_with_sae(model, read, sae, use_error_term=True)
+        values, ids = top_features(features[0], candidates)
+        exploration.sae_hook, exploration.sae_ids, exploration.sae_values = sae.hook_name, ids.cpu(), values.cpu()
     if output is not None:
         exploration.save(output)
     return exploration

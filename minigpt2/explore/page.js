@@ -224,6 +224,29 @@ function drawLens({ query }) {
   }
 }
 
+const sae = data.sae && { ...data.sae, ids: decode(data.sae.ids, Int32Array), values: decode(data.sae.values, Float32Array) };
+if (sae) {
+  $("sae").hidden = false;
+  $("sae-hook").textContent = sae.hook;
+}
+
+function drawSae({ query }) {
+  const rows = [];
+  for (let k = 0; k < sae.k; k++) rows.push([sae.ids[query * sae.k + k], sae.values[query * sae.k + k]]);
+  const top = rows[0][1];
+  $("sae-features").replaceChildren(
+    ...rows.map(([id, value]) => {
+      const fill = element("div", { className: "fill" });
+      fill.style.width = `${top > 0 ? (100 * value) / top : 0}%`;
+      return element("div", { className: "bar" }, [
+        element("span", { className: "token", textContent: `feature ${id}` }),
+        element("div", {}, [fill]),
+        element("span", { className: "p", textContent: value.toFixed(3) }),
+      ]);
+    }),
+  );
+}
+
 function draw() {
   const now = current();
   drawTokens(now);
@@ -232,6 +255,7 @@ function draw() {
   drawAttribution(now);
   drawHeatmap(now);
   drawLens(now);
+  if (sae) drawSae(now);
 }
 
 slider.oninput = draw;

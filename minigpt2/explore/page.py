@@ -44,6 +44,13 @@ def render(exploration) -> str:
         "patterns": _base64(packed_patterns(exploration.patterns)),
     }
     data |= {name: _base64(getattr(exploration, name).to(dtype)) for name, dtype in DATA.items()}
+    if exploration.sae_hook is not None:
+        data["sae"] = {
+            "hook": exploration.sae_hook,
+            "k": exploration.sae_ids.size(1),
+            "ids": _base64(exploration.sae_ids.to(torch.int32)),
+            "values": _base64(exploration.sae_values.to(torch.float32)),
+        }
     # ensure_ascii escapes U+2028/9; "<" only ever occurs inside strings, where \u003c keeps a
     # prompt such as "</script>" from ending the block.
     block = json.dumps(data, ensure_ascii=True, separators=(",", ":")).replace("<", "\\u003c")

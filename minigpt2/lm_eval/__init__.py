@@ -53,6 +53,11 @@ class MiniGPT2LM(TemplateLM):
         device: as lm-eval's CLI gives it ("cuda:0" by default), falling back to the CPU where there is no GPU.
         batch_size: requests scored in one forward pass ("auto": max_batch_size, default 64)."""
         super().__init__()
+        text = str(batch_size)
+        name, size = ("max_batch_size", str(max_batch_size or 64)) if text.startswith("auto") else ("batch_size", text)
+        if not size.isdigit() or int(size) < 1:
+            raise ValueError(f"{name} must be a whole number of at least 1 (batch_size may be 'auto'), got {size!r}")
+        self.batch_size_per_call = int(size)
         if isinstance(pretrained, GPT2):
             if tokenizer is None:
                 raise ValueError("a loaded model needs its tokenizer too: MiniGPT2LM(model, tokenizer=tokenizer)")
@@ -61,8 +66,6 @@ class MiniGPT2LM(TemplateLM):
             dtype = None if dtype in (None, "auto") else dtype
             options = dict(device=_device(device), dtype=dtype, quantize=quantize, fast=fast)
             self.model, self.tokenizer = load(pretrained, revision=revision, **options)
-        text = str(batch_size)
-        self.batch_size_per_call = int(max_batch_size or 64) if text.startswith("auto") else int(text)
         self._max_length = int(max_length or self.model.config.n_positions)
         self._max_gen_toks = int(max_gen_toks)
 
@@ -130,7 +133,7 @@ class MiniGPT2LM(TemplateLM):
         new_tokens = settings.pop("max_gen_toks")
         sampling = {name: settings[name] for name in SAMPLING if settings.get(name) is not None}
         if not sampling.get("do_sample"):
-            sampling = {}
+            sampling = {"do_sample": False}  # as `hf` asks, whatever the checkpoint's generation_config.json says
         rows = [
             self.tok_encode(context)[-(self._max_length - new_tokens) :] or [self.prefix_token_id]
             for context in contexts
@@ -140,21 +143,37 @@ class MiniGPT2LM(TemplateLM):
         mask = torch.zeros(len(rows), T, dtype=torch.long)
         for r, row in enumerate(rows):
             ids[r, T - len(row) :], mask[r, T - len(row) :] = torch.tensor(row), 1
-        out = self.model.generate(
+        stops = [u for u in until if u]
+        window = max((len(u.encode()) for u in stops), default=0) + 1  # tokens that hold a stop string, and one
+        generated: list[list[int]] = [[] for _ in rows]
+        done = [False] * len(rows)
+        # Stop strings count in the generated text alone, as lm-eval's `hf` model looks for them: one that
+        # the prompt's end and the first new tokens make together stops nothing (the loop's own stop_strings
+        # would read the prompt too). The text is cut at the first stop string afterwards, as `hf` cuts it.
+        steps = self.model.stream(
             ids.to(self.device),
             attention_mask=mask.to(self.device),
             max_new_tokens=new_tokens,
             eos_token_id=self.eot_token_id,
-            stop_strings=[u for u in until if u],
-            tokenizer=self.tokenizer,
             **sampling,
         )
-        texts = []
-        for row in out[:, T:].tolist():
-            if self.eot_token_id in row:
-                row = row[: row.index(self.eot_token_id)]
-            texts.append(postprocess_generated_text(self.tokenizer.decode(row, skip_special_tokens=True), until, None))
-        return texts
+        for step in steps:
+            for r, token in enumerate(step.tokens.tolist()):
+                if done[r]:
+                    continue
+                if token == self.eot_token_id:
+                    done[r] = True
+                    continue
+                generated[r].append(token)
+                tail = self.tokenizer.decode(generated[r][-window:])
+                done[r] = any(u in tail for u in stops)
+            if all(done):
+                steps.close()
+                break
+        return [
+            postprocess_generated_text(self.tokenizer.decode(row, skip_special_tokens=True), until, None)
+            for row in generated
+        ]
 
 
 def _device(device) -> str:

@@ -28,6 +28,7 @@ def print_table(r: dict) -> None:
     _batches(r)
     _against_fp32(r)
     _patching_and_explorer(r)
+    _assisted(r)
     for name, load in r.get("load", {}).items():
         _load(name, load, r["weight_bytes"][name])
     _deviations(r)
@@ -102,6 +103,21 @@ def _patching_and_explorer(r: dict) -> None:
         print(
             f"explorer page, {e['tokens']} tokens: written in {page:.2f} s, {page / generate:.2f}x the plain "
             f"generation ({generate:.2f} s); {e['page_bytes'] / 1e6:.2f} MB"
+        )
+
+
+def _assisted(r: dict) -> None:
+    if "assisted" not in r:
+        return
+    rates, acceptance = r["assisted"]["tokens_per_s"], r["assisted"]["acceptance"]
+    plain = rates["plain greedy"]
+    print(f"\nassisted greedy decoding, batch 1, fp32 (plain greedy {plain:.1f} tok/s):")
+    for name, figures in acceptance.items():
+        ratio = rates[name] / plain
+        verdict = "faster" if ratio > 1 else "slower: plain decoding wins here"
+        print(
+            f"  {name:<20} {rates[name]:8.1f} tok/s  {ratio:5.2f}x plain ({verdict}); "
+            f"{figures['accepted']:.0%} of drafts accepted, {figures['tokens_per_pass']:.2f} tokens a pass"
         )
 
 
