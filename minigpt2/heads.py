@@ -48,6 +48,8 @@ def head_scores(
     attention that falls where the pattern is 1; "abs": 1 - the mean absolute difference per query
     (rounded to 3 decimals, as TransformerLens does). exclude_bos / exclude_current_token leave the first
     key / the diagonal out of the head's attention first."""
+    if tokens.dim() > 2 or (tokens.dim() == 2 and tokens.size(0) != 1):  # a batch would run as one long sequence
+        raise ValueError(f"head scores take one sequence, [T] or [1, T], got {list(tokens.shape)}; score each row")
     tokens = tokens.reshape(-1)
     T = tokens.numel()
     if not 1 < T <= model.config.n_positions:

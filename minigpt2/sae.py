@@ -92,6 +92,11 @@ class SAE(nn.Module):
     def _encode(self, x):
         shape = x.shape
         x = x.float().flatten(-2) if self.hook_z else x.float()
+        if x.size(-1) != self.W_enc.size(0):  # an SAE of another model, or of another hook point
+            raise ValueError(
+                f"the SAE for {self.hook_name} has d_in {self.W_enc.size(0)}, but the activations it was given "
+                f"are {x.size(-1)} wide (shape {list(shape)})"
+            )
         if self.normalize == "constant_norm_rescale":
             c = math.sqrt(x.size(-1)) / x.norm(dim=-1, keepdim=True)
             x, undo = x * c, lambda out: out / c

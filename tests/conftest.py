@@ -302,3 +302,25 @@ def hooked_transformer(hf_model, **processing) -> "transformer_lens.HookedTransf
     flags = dict(fold_ln=False, center_writing_weights=False, center_unembed=False, fold_value_biases=False)
     model.load_and_process_state_dict(convert_gpt2_weights(hf_model, cfg), **{**flags, **processing})
     return model.eval()
+
+
+PATCHING_CLEAN = [[5, 17, 42, 99, 7, 3, 64]]
+PATCHING_CORRUPTED = [[5, 17, 81, 99, 7, 3, 64]]  # one token changed
+
+
+@pytest.fixture(scope="session")
+def patching_case(tiny):
+    """The patching tests' case: the tiny model, a clean and a corrupted prompt, and the logit difference
+    of their two predictions."""
+    model, _ = tiny
+    clean, corrupted = torch.tensor(PATCHING_CLEAN), torch.tensor(PATCHING_CORRUPTED)
+    with torch.no_grad():
+        answer = model(clean)[0, -1].argmax().item()  # the clean run's prediction
+        rival = model(corrupted)[0, -1].argmax().item()
+    if answer == rival:
+        rival = (answer + 1) % model.config.vocab_size
+
+    def metric(logits):
+        return logits[:, answer] - logits[:, rival]
+
+    return model, clean, corrupted, metric

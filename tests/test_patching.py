@@ -5,27 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import PATCHING_CLEAN
 
 from minigpt2.patching import HOOKS, activation_patching, run_patches
-
-CLEAN = [[5, 17, 42, 99, 7, 3, 64]]
-CORRUPTED = [[5, 17, 81, 99, 7, 3, 64]]  # one token changed
-
-
-@pytest.fixture(scope="module")
-def setup(tiny):
-    model, _ = tiny
-    clean, corrupted = torch.tensor(CLEAN), torch.tensor(CORRUPTED)
-    with torch.no_grad():
-        answer = model(clean)[0, -1].argmax().item()  # the clean run's prediction
-        rival = model(corrupted)[0, -1].argmax().item()
-    if answer == rival:
-        rival = (answer + 1) % model.config.vocab_size
-
-    def metric(logits):
-        return logits[:, answer] - logits[:, rival]
-
-    return model, clean, corrupted, metric
 
 
 def by_hand(model, corrupted, clean_acts, name, metric, position=None, head=None):
@@ -44,8 +26,8 @@ def by_hand(model, corrupted, clean_acts, name, metric, position=None, head=None
         return metric(model(corrupted, hooks={name: patch})[:, -1]).item()
 
 
-def test_identities(setup):
-    model, clean, corrupted, metric = setup
+def test_identities(patching_case):
+    model, clean, corrupted, metric = patching_case
     with torch.no_grad():
         clean_metric, corrupted_metric = metric(model(clean)[:, -1]).item(), metric(model(corrupted)[:, -1]).item()
     assert abs(clean_metric - corrupted_metric) > 0.1  # the corruption matters
@@ -58,8 +40,8 @@ def test_identities(setup):
 
 
 @pytest.mark.parametrize("point", ["resid_pre", "attn_out", "mlp_out"])
-def test_layer_by_position_sweeps_equal_a_loop_over_hooks(setup, point):
-    model, clean, corrupted, metric = setup
+def test_layer_by_position_sweeps_equal_a_loop_over_hooks(patching_case, point):
+    model, clean, corrupted, metric = patching_case
     names = [HOOKS[point].format(layer) for layer in range(model.config.n_layer)]
     _, acts = model.run_with_cache(clean, names)
     batched = activation_patching(model, clean, corrupted, metric, point=point, batch_size=5)
@@ -74,8 +56,8 @@ def test_layer_by_position_sweeps_equal_a_loop_over_hooks(setup, point):
 
 
 @pytest.mark.parametrize("per_position", [False, True])
-def test_head_sweeps_equal_a_loop_over_hooks(setup, per_position):
-    model, clean, corrupted, metric = setup
+def test_head_sweeps_equal_a_loop_over_hooks(patching_case, per_position):
+    model, clean, corrupted, metric = patching_case
     names = [HOOKS["z"].format(layer) for layer in range(model.config.n_layer)]
     _, acts = model.run_with_cache(clean, names)
     batched = activation_patching(model, clean, corrupted, metric, point="z", per_position=per_position)
@@ -89,25 +71,31 @@ def test_head_sweeps_equal_a_loop_over_hooks(setup, per_position):
                 assert abs(got.item() - expected) < 1e-4
 
 
-def test_bad_patching_requests(setup):
-    model, clean, corrupted, metric = setup
+def test_bad_patching_requests(patching_case):
+    model, clean, corrupted, metric = patching_case
     with pytest.raises(ValueError, match="point must be one of"):
         activation_patching(model, clean, corrupted, metric, point="pattern")
     with pytest.raises(ValueError, match="one row each of the same length"):
         activation_patching(model, clean, corrupted[:, :-1], metric)
 
 
-def test_plots_label_layers_heads_and_tokens(setup, tiny, tmp_path):
+def test_plots_label_layers_heads_and_tokens(patching_case, tiny, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
     from minigpt2.attribution import direct_logit_attribution
-    from minigpt2.plots import plot_attention, plot_attribution, plot_logit_lens, plot_patching, token_labels
+    from minigpt2.plots import (
+        plot_attention,
+        plot_attribution,
+        plot_logit_lens,
+        plot_patching,
+        token_labels,
+    )
 
-    model, clean, corrupted, metric = setup
+    model, clean, corrupted, metric = patching_case
     _, tokenizer = tiny
     tokens = token_labels(tokenizer, clean[0])
-    assert tokens[0] == f"0 {tokenizer.decode([CLEAN[0][0]])!r}"
+    assert tokens[0] == f"0 {tokenizer.decode([PATCHING_CLEAN[0][0]])!r}"
     ax = plot_patching(activation_patching(model, clean, corrupted, metric), tokens=tokens)
     assert [t.get_text() for t in ax.get_xticklabels()] == tokens and ax.get_ylabel() == "layer"
     ax = plot_patching(activation_patching(model, clean, corrupted, metric, point="z", per_position=False))
