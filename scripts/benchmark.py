@@ -16,7 +16,8 @@ first forward pass, which reads every weight) and peak resident memory, in a fre
 from a warm file cache; how far bf16/fp16 logits and greedy tokens are from fp32; and minigpt2's
 activation patching sweep (every layer x 20 positions) against one forward pass per patch; greedy
 assisted decoding (the target's own first blocks, an unrelated small model, prompt lookup) against plain
-greedy, with each draft's acceptance; and the
+greedy, with each draft's acceptance; scoring: the perplexity of 2 contexts' worth of tokens at a stride
+of half the context, minigpt2's perplexity() against transformers' perplexity guide loop; and the
 explorer: writing a 40-token page (minigpt2 explore) against the plain generation, and its size.
 """
 
@@ -45,6 +46,7 @@ from bench.sections import (  # noqa: E402
     explore_runs,
     patching_runs,
     prefill_runs,
+    scoring_runs,
     tokenizer,
 )
 
@@ -52,7 +54,7 @@ from minigpt2 import GPT2, resolve  # noqa: E402
 from minigpt2.parity.checkpoints import write_checkpoint  # noqa: E402
 from minigpt2.parity.reference import reference_model  # noqa: E402
 
-SECTIONS = ("decode", "prefill", "batched", "beam", "assisted", "load", "patching", "explore")
+SECTIONS = ("decode", "prefill", "batched", "beam", "scoring", "assisted", "load", "patching", "explore")
 PROMPT_TOKENS = 8
 
 
@@ -109,7 +111,7 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
 
     sections = args.sections
     results["weight_bytes"] = {"float32": weight_bytes(ours32)}
-    fp32_sections = {"prefill", "batched", "beam"} & sections
+    fp32_sections = {"prefill", "batched", "beam", "scoring"} & sections
     # fast=True is a CPU path: oneDNN's products on fp32 weights laid out [out, in]
     wants_fast = device.type == "cpu" and (fp32_sections or "decode" in sections)
     fast = GPT2.from_pretrained(path, fast=True) if wants_fast else None
@@ -129,6 +131,14 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
     if "beam" in sections:
         runs = beam_runs(ours32, reference, prompt(1, PROMPT_TOKENS), args.new_tokens // 2, args.beams, fast=fast)
         results["beam"] = {**median_rates(runs, args.rounds), "num_beams": args.beams}
+    if "scoring" in sections:
+        ids = prompt(1, 2 * ours32.config.n_positions)[0].tolist()
+        stride = ours32.config.n_positions // 2
+        results["scoring"] = {
+            **median_rates(scoring_runs(ours32, reference, ids, stride), args.rounds),
+            "stride": stride,
+        }
+        results["scoring"]["tokens"] = len(ids)
     del reference, fast
     if "assisted" in sections:
         drafts = assisted_drafts(ours32, Path(args.scratch))

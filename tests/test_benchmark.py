@@ -16,6 +16,7 @@ def test_benchmark_smoke(tiny_checkpoint, tmp_path):
         "decode tok/s, batch 1, bfloat16",
         "decode tok/s, batch 1, int8",
         "prefill tok/s",
+        "perplexity tok/s, stride",
         "batch 2",
         "beam search tok/s, 4 beams",
         "assisted greedy decoding",

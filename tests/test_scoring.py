@@ -25,6 +25,7 @@ from conftest import run_cli
 
 from minigpt2 import GPT2
 from minigpt2.parity.checkpoints import SAMPLE_TEXTS
+from minigpt2.parity.reference import guide_perplexity
 from minigpt2.scoring import loglikelihood, multiple_choice, perplexity, windows
 
 LOSS_TOLERANCE = 1e-5  # fp32 loss, and each token's log-probability, against transformers
@@ -280,36 +281,6 @@ def test_loglikelihood_refuses_what_it_cannot_score(tiny):
 # ---- perplexity: transformers' sliding window ----
 
 
-def guide_loop(model_labels, ids: list[int], max_length: int, stride: int):
-    """transformers' perplexity guide, as written there (docs/source/en/perplexity.md), on any
-    model(input_ids, labels=...).loss: (nll_sum, n_tokens)."""
-    encodings = torch.tensor([ids])
-    seq_len = encodings.size(1)
-    nll_sum = 0.0
-    n_tokens = 0
-    prev_end_loc = 0
-    for begin_loc in range(0, seq_len, stride):
-        end_loc = min(begin_loc + max_length, seq_len)
-        trg_len = end_loc - prev_end_loc  # may be different from stride on last loop
-        input_ids = encodings[:, begin_loc:end_loc]
-        target_ids = input_ids.clone()
-        target_ids[:, :-trg_len] = -100
-        with torch.no_grad():
-            outputs = model_labels(input_ids, labels=target_ids)
-            # loss is calculated using CrossEntropyLoss which averages over valid labels
-            neg_log_likelihood = outputs.loss
-        # Accumulate the total negative log-likelihood and the total number of tokens
-        num_valid_tokens = (target_ids != -100).sum().item()  # number of valid tokens in target_ids
-        batch_size = target_ids.size(0)
-        num_loss_tokens = num_valid_tokens - batch_size  # subtract batch_size due to internal label shift
-        nll_sum += neg_log_likelihood.double().item() * num_loss_tokens
-        n_tokens += num_loss_tokens
-        prev_end_loc = end_loc
-        if end_loc == seq_len:
-            break
-    return nll_sum, n_tokens
-
-
 def exact_reference(reference, ids: list[int], context: int, stride: int):
     """The same windows, each token scored exactly once from transformers' logits: the first window that
     holds it with a token before it. (nll_sum, tokens, windows)."""
@@ -340,8 +311,8 @@ def test_guide_loop_on_minigpt2_equals_transformers(tiny, reference, long_ids, s
     context = model.config.n_positions
     stride = stride_of(stride_name, context)
     _, ids = long_ids
-    ours_nll, ours_tokens = guide_loop(model, ids, context, stride)
-    ref_nll, ref_tokens = guide_loop(reference, ids, context, stride)
+    ours_nll, ours_tokens = guide_perplexity(model, ids, context, stride)
+    ref_nll, ref_tokens = guide_perplexity(reference, ids, context, stride)
     relative = abs(ours_nll - ref_nll) / ref_nll
     print(
         f"guide loop, stride {stride}: NLL sum {ours_nll:.6f} vs transformers {ref_nll:.6f} "
@@ -358,7 +329,7 @@ def test_perplexity_counts_each_token_once(tiny, reference, long_ids, stride_nam
     text, ids = long_ids
     result = perplexity(model, ids, stride=stride, text=text)
     exact_nll, exact_tokens, n_windows = exact_reference(reference, ids, context, stride)
-    guide_nll, guide_tokens = guide_loop(reference, ids, context, stride)
+    guide_nll, guide_tokens = guide_perplexity(reference, ids, context, stride)
     relative = abs(result.nll_sum - exact_nll) / exact_nll
     print(
         f"stride {stride}, {n_windows} windows over {len(ids)} tokens: NLL sum {result.nll_sum:.6f} vs exact "
@@ -611,3 +582,34 @@ def test_multiple_choice_command_errors(tmp_path, tiny_checkpoint):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     one_line_error(run_cli("multiple-choice", str(empty), "--model", str(tiny_checkpoint)), "empty")
+
+
+@pytest.mark.slow
+def test_gpt2_medium_shape_loss_and_guide_perplexity(medium_checkpoint):
+    """At gpt2-medium's shape and context: the loss of a padded batch with ignored labels, and the guide's
+    loop at stride 512 over 1536 tokens (two full 1024-token windows), on minigpt2 and on transformers."""
+    from transformers import GPT2LMHeadModel
+
+    model, reference = GPT2.from_pretrained(medium_checkpoint), GPT2LMHeadModel.from_pretrained(medium_checkpoint)
+    reference.eval()
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size - 1, (2, 64), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[1, 40:] = 0  # the second row right-padded
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :10] = -100
+    with torch.no_grad():
+        ours, theirs = (
+            model(ids, labels=labels, attention_mask=mask).loss,
+            reference(ids, labels=labels, attention_mask=mask).loss,
+        )
+    long = torch.randint(0, model.config.vocab_size - 1, (1536,), generator=generator).tolist()
+    ours_nll, ours_tokens = guide_perplexity(model, long, 1024, 512)
+    ref_nll, ref_tokens = guide_perplexity(reference, long, 1024, 512)
+    relative = abs(ours_nll - ref_nll) / ref_nll
+    print(
+        f"gpt2-medium shape: loss diff {abs(ours - theirs).item():.2e}; guide loop at stride 512: NLL sum "
+        f"{ours_nll:.4f} vs {ref_nll:.4f} (relative {relative:.2e}), {ours_tokens} vs {ref_tokens} tokens"
+    )
+    assert abs(ours - theirs).item() < 1e-5
+    assert relative < 1e-6 and ours_tokens == ref_tokens

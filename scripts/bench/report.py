@@ -25,6 +25,9 @@ def print_table(r: dict) -> None:
         _rows(f"batched decode tok/s, batch {batch}, fp32", b)
     if "beam" in r:
         _rows(f"beam search tok/s, {r['beam']['num_beams']} beams, fp32", r["beam"])
+    if "scoring" in r:
+        sc = r["scoring"]
+        _row(f"perplexity tok/s, stride {sc['stride']}, fp32", sc["minigpt2"], sc["transformers"])
     _batches(r)
     _against_fp32(r)
     _patching_and_explorer(r)

@@ -15,8 +15,9 @@ from minigpt2 import GPT2, Tokenizer, resolve
 from minigpt2.explore import explore
 from minigpt2.loading import DTYPES, LoadOptions, load_model
 from minigpt2.parity.checkpoints import train_tokenizer, write_checkpoint
-from minigpt2.parity.reference import reference_greedy, reference_model
+from minigpt2.parity.reference import guide_perplexity, reference_greedy, reference_model
 from minigpt2.patching import activation_patching
+from minigpt2.scoring import perplexity
 
 from . import peers
 from .harness import deviation, median_rates, minigpt2_deviation, weight_bytes
@@ -152,6 +153,16 @@ def explore_runs(model, tokenizer, folder: Path) -> tuple[dict, int]:
 
     write_page()
     return {"generate": generate, "explore": write_page}, sizes[0]
+
+
+def scoring_runs(ours, reference, ids: list[int], stride: int) -> dict:
+    """The perplexity of ids through the sliding window: minigpt2's perplexity() and transformers' guide loop
+    on the reference; runs return the tokens scored."""
+    context = ours.config.n_positions
+    return {
+        "minigpt2": lambda: perplexity(ours, ids, stride=stride).tokens,
+        "transformers": lambda: guide_perplexity(reference, ids, context, stride)[1],
+    }
 
 
 def prefill_runs(ours, reference, prompt) -> dict:
