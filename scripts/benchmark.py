@@ -33,13 +33,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing the package
 
+from bench.assisted import assisted_drafts, assisted_runs  # noqa: E402
 from bench.harness import cpu_summary, load_figures, median_rates, weight_bytes  # noqa: E402
 from bench.report import print_table  # noqa: E402
 from bench.sections import (  # noqa: E402
     EXPLORED_TOKENS,
     PATCHED_TOKENS,
-    assisted_drafts,
-    assisted_runs,
     beam_runs,
     decode_figures,
     decode_runs,

@@ -1,1 +1,1 @@
-"""The benchmark behind scripts/benchmark.py: harness (timing, bytes, deviations), sections, report, peers."""
+"""The benchmark behind scripts/benchmark.py: harness (timing, bytes, deviations), sections, assisted, report, peers."""
