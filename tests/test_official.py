@@ -114,3 +114,29 @@ def test_korean_gpt2_tokens_logits_and_greedy_text():
     got = ours.generate(ids, max_new_tokens=40, eos_token_id=eos)[:, : expected.size(1)]
     print(f"\n{KOGPT2}: {tokenizer.decode(got[0])!r}")
     assert got.tolist() == expected.tolist()
+
+
+WIKITEXT = os.environ.get("MINIGPT2_WIKITEXT")  # WikiText-2's raw test file, wiki.test.raw
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.skipif(not WIKITEXT, reason="set MINIGPT2_WIKITEXT to WikiText-2's wiki.test.raw to run this test")
+def test_wikitext_perplexity_at_stride_512(name, loaded):
+    """The perplexity guide's figure, on the official weights: minigpt2's perplexity() and the guide's loop on
+    transformers, over the joined test split, at stride 512. Their sums differ in what the guide leaves
+    uncounted (one token a window); each is printed beside the other."""
+    from minigpt2.parity.reference import guide_perplexity
+    from minigpt2.scoring import perplexity
+
+    ours, reference, tokenizer, _ = loaded(name)
+    text = open(WIKITEXT, encoding="utf-8").read()  # the raw file as it is (the guide joins the split's lines)
+    ids = tokenizer.encode(text)
+    result = perplexity(ours, ids, stride=512, batch_size=4, text=text)
+    guide_nll, guide_tokens = guide_perplexity(reference, ids, 1024, 512)
+    ours_guide_nll, ours_guide_tokens = guide_perplexity(ours, ids, 1024, 512)
+    print(
+        f"\n{name}: perplexity {result.perplexity:.4f} over {result.tokens} tokens (bits per byte "
+        f"{result.bits_per_byte:.4f}); the guide's loop: transformers {torch.tensor(guide_nll / guide_tokens).exp():.4f}, "
+        f"minigpt2 {torch.tensor(ours_guide_nll / ours_guide_tokens).exp():.4f} over {guide_tokens} tokens"
+    )
+    assert ours_guide_tokens == guide_tokens and abs(ours_guide_nll - guide_nll) / guide_nll < 1e-6
