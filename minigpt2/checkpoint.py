@@ -6,6 +6,10 @@ then fetched into huggingface_hub's standard cache at that commit, the first tim
 HF_HOME, HF_HUB_OFFLINE and earlier downloads behave as everywhere else, and every file comes from the
 same snapshot. Without a network, the cached snapshot stands in. A path that exists is read where it is.
 
+A weights file of another layout (a torch.save state dict, nanoGPT's ckpt.pt, llm.c's model file) and a PEFT
+LoRA adapter folder borrow a base checkpoint: its config.json and tokenizer (and, for an adapter, its weights).
+The base is given (base=, the CLI's --config) or, for an adapter, named by its adapter_config.json.
+
 This module is the bottom of the house: it imports nothing else of minigpt2.
 """
 
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
@@ -40,7 +44,8 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".index.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".index.json")
+ADAPTER_CONFIG = "adapter_config.json"  # a PEFT adapter folder
 _HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
@@ -60,6 +65,7 @@ class Checkpoint:
     commit: str | None = None  # the commit a hub revision resolved to
     offline: bool = False  # a hub repo read from the cache alone (no network, or HF_HUB_OFFLINE)
     weights_file: Path | None = None  # a weights file named directly, instead of the folder's
+    adapter: Path | None = None  # a LoRA adapter folder to merge into these weights (loading/lora.py)
 
     @property
     def label(self) -> str:
@@ -100,7 +106,7 @@ class Checkpoint:
         if not found.name.endswith(".index.json"):
             return [found]
         why = "its shard index names it"
-        return [self.folder / s if self.weights_file else self.require(s, why) for s in _shard_names(found)]
+        return [found.parent / s if self.weights_file else self.require(s, why) for s in _shard_names(found)]
 
     def _where(self, filename: str) -> str:
         return str(self.folder / filename) if self.repo is None else f"{filename} of {self.label}"
@@ -110,14 +116,26 @@ class Checkpoint:
         return " (offline, it may just not be in the local hub cache)" if self.offline else ""
 
 
-def resolve(name_or_path, revision: str | None = None) -> Checkpoint:
-    """The checkpoint that a name or path means, at a revision (hub branch, tag or commit; default main)."""
+def resolve(name_or_path, revision: str | None = None, *, base=None) -> Checkpoint:
+    """The checkpoint that a name or path means, at a revision (hub branch, tag or commit; default main).
+
+    base: the checkpoint (name or path) whose config.json and tokenizer a weights file or a LoRA adapter
+    folder borrows; an adapter's own adapter_config.json names one (base_model_name_or_path) otherwise."""
     source = str(name_or_path)
     local = Path(source).expanduser()
     if local.exists():
         if revision is not None:
             raise ValueError(f"revision {revision!r} applies to hub repos, and {source} is a local path")
+        if local.is_dir() and (local / ADAPTER_CONFIG).is_file():
+            return _adapter(source, local, base)
+        if base is not None:
+            if not local.is_file():
+                raise ValueError(f"a base (--config) is for a weights file or a LoRA adapter; {source} is neither")
+            _check_weights_file(local)
+            return replace(_base(base, source), weights_file=local)
         return _local(source, local)
+    if base is not None:
+        raise ValueError(f"a base (--config) is for a local weights file or LoRA adapter, and {source} is not one")
     if source not in OFFICIAL_REPOS and not _HUB_REPO_ID.fullmatch(source):
         raise FileNotFoundError(
             f"{source}: no such file or directory, and not a hub repo id such as 'gpt2-medium' or 'org/name'"
@@ -128,14 +146,41 @@ def resolve(name_or_path, revision: str | None = None) -> Checkpoint:
 def _local(source: str, local: Path) -> Checkpoint:
     weights_file = None
     if local.is_file():
-        if not local.name.endswith(WEIGHT_SUFFIXES):
-            raise CheckpointError(
-                f"{local} is not a weights file; give a .safetensors or .bin file, or a checkpoint directory"
-            )
+        _check_weights_file(local)
         weights_file, local = local, local.parent
     files = frozenset(p.name for p in local.iterdir() if p.is_file())
     config = read_json(local / "config.json", "JSON config") if "config.json" in files else None
     return Checkpoint(source, local, files, config, weights_file=weights_file)
+
+
+def _check_weights_file(path: Path) -> None:
+    if not path.name.endswith(WEIGHT_SUFFIXES):
+        raise CheckpointError(
+            f"{path} is not a weights file; give a .safetensors, .bin, .pt or .pth file, or a checkpoint directory"
+        )
+
+
+def _base(base, of: str) -> Checkpoint:
+    """The base checkpoint that `of` borrows, or one line saying it is not there."""
+    try:
+        checkpoint = resolve(base)
+    except (FileNotFoundError, CheckpointError) as e:
+        raise CheckpointError(f"the base checkpoint {str(base)!r} of {of} is not there: {first_line(e)}") from None
+    if checkpoint.adapter is not None or checkpoint.config is None:
+        raise CheckpointError(f"the base {str(base)!r} of {of} is not a checkpoint with a config.json")
+    return checkpoint
+
+
+def _adapter(source: str, folder: Path, base) -> Checkpoint:
+    """A PEFT adapter folder: the base checkpoint it adapts, with the adapter to merge at load."""
+    adapter_config = read_json(folder / ADAPTER_CONFIG, "adapter config")
+    named = adapter_config.get("base_model_name_or_path") if isinstance(adapter_config, dict) else None
+    if base is None and not named:
+        raise CheckpointError(
+            f"{folder / ADAPTER_CONFIG} names no base model (base_model_name_or_path); give the base checkpoint "
+            "it adapts: config=BASE (--config BASE)"
+        )
+    return replace(_base(base or named, source), adapter=folder)
 
 
 def _hub(source: str, repo: str, revision: str | None) -> Checkpoint:

@@ -72,14 +72,17 @@ def write_figures(figures: dict, summary: str, json_path: str | None) -> None:
 
 
 def add_load_options(p: argparse.ArgumentParser) -> None:
-    """--model, --revision, --device, --dtype, --quantize and --fast: LoadOptions'."""
+    """--model, --revision, --config, --device, --dtype, --quantize and --fast: LoadOptions' and the base."""
     p.add_argument(
         "--model",
         metavar="NAME_OR_PATH",
         default="gpt2-medium",
-        help="official name (gpt2, gpt2-medium, ...), hub repo org/name, or local path",
+        help="official name (gpt2, gpt2-medium, ...), hub repo org/name, or local path: a checkpoint folder, "
+        "a weights file (.safetensors, .pth/.pt/.bin state dict, nanoGPT's ckpt.pt, llm.c's .bin) or a PEFT "
+        "LoRA adapter folder",
     )
     p.add_argument("--revision", metavar="REV", help="hub branch, tag or commit to load (default: main)")
+    add_base_option(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' dtype (default: float32)")
     p.add_argument(
@@ -94,6 +97,15 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="on the CPU, decode with oneDNN's matrix products, fp32 weights copied to their layout at load: "
         "faster to decode, slower to load, rounded unlike transformers'",
+    )
+
+
+def add_base_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="BASE",
+        help="the base checkpoint whose config.json and tokenizer a weights file borrows, or that a LoRA adapter "
+        "adapts (default: the adapter's base_model_name_or_path; for nanoGPT and llm.c, GPT-2's tokenizer)",
     )
 
 
@@ -172,6 +184,7 @@ def load_from_args(args: argparse.Namespace, name: str | None = None) -> tuple[G
     model, tokenizer = load(
         name,
         revision=args.revision if name == args.model else None,
+        config=args.config if name == args.model else None,
         device=args.device,
         dtype=args.dtype,
         quantize=args.quantize,

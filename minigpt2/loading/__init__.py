@@ -4,6 +4,9 @@ attached as they are read. The load options are spelled once, in LoadOptions.
 
     model = GPT2.from_pretrained("gpt2-medium", dtype="bfloat16")      # resolves, then loads
     model, tokenizer = minigpt2.load("gpt2-medium")                    # both from one resolution
+    model = GPT2.from_pretrained("x.pth", config="skt/kogpt2-base-v2")  # a state dict over a base's config
+    model = GPT2.from_pretrained("out/ckpt.pt")                         # nanoGPT (formats.py); llm.c's .bin too
+    model = GPT2.from_pretrained("./my-lora")                           # a PEFT adapter, merged (lora.py)
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ from ..model import GPT2
 from ..processing import Processing, process_weights
 from ..tokenizer import Tokenizer
 from .config import read_config, read_generation_defaults
-from .weights import read_weights
+from .formats import GPT2_EOS
+from .lora import merge_adapter
+from .weights import read_sources, read_weights
 
+GPT2_VOCAB = GPT2_EOS + 1
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -52,9 +58,12 @@ class LoadOptions:
 
 def load_model(checkpoint: Checkpoint, options: LoadOptions | None = None) -> GPT2:
     options = options or LoadOptions()
-    config = read_config(checkpoint)
-    generation_defaults = read_generation_defaults(checkpoint)
+    if checkpoint.adapter is not None and options.quantize is not None:
+        raise ValueError("a LoRA adapter is merged into float weights; load it without quantize=")
     files = checkpoint.weight_files()
+    sources = read_sources(files)
+    stated = getattr(sources[0], "config", None)  # nanoGPT's and llm.c's files state their own shape
+    config = stated or read_config(checkpoint)
     with torch.device("meta"):
         model = GPT2(config)
     convert = None
@@ -64,9 +73,12 @@ def load_model(checkpoint: Checkpoint, options: LoadOptions | None = None) -> GP
         kernels.swap_linears(model, kernels.OneDNNLinear.like)
     tied = config.tie_word_embeddings
     state = read_weights(
-        files, device=options.device, dtype=options.dtype, tied=tied, copy=options.fast, convert=convert
+        sources, device=options.device, dtype=options.dtype, tied=tied, copy=options.fast, convert=convert
     )
-    _check_tensors(model, state, files[0] if len(files) == 1 else files[0].parent)
+    against = f"the shape {sources[0].stated_by} give" if stated else f"{checkpoint.label}'s config.json"
+    _check_tensors(model, state, files[0] if len(files) == 1 else files[0].parent, against)
+    if checkpoint.adapter is not None:
+        merge_adapter(state, checkpoint.adapter)
     model.load_state_dict(state, assign=True, strict=False)  # names and shapes are checked above
     if options.quantize is None:
         model.tie_weights()
@@ -74,24 +86,47 @@ def load_model(checkpoint: Checkpoint, options: LoadOptions | None = None) -> GP
         quantize.quantize_tied_head(model)
     if options.process:
         process_weights(model, options.process if isinstance(options.process, Processing) else None)
-    model.generation_defaults, model.generation_defaults_source = generation_defaults
+    if checkpoint.config is not None:  # else the model's own: a file that states its shape may come alone
+        model.generation_defaults, model.generation_defaults_source = read_generation_defaults(checkpoint)
     return model.eval()
 
 
-def from_pretrained(cls, name_or_path, *, revision: str | None = None, **options) -> GPT2:
-    """Load an official checkpoint by name ("gpt2-medium"), a hub repo ("org/name"), or a local path.
-    revision: a hub branch, tag or commit. options: LoadOptions' (device, dtype, quantize, fast)."""
-    return load_model(resolve(name_or_path, revision), LoadOptions(**options))
+def from_pretrained(cls, name_or_path, *, revision: str | None = None, config=None, **options) -> GPT2:
+    """Load an official checkpoint by name ("gpt2-medium"), a hub repo ("org/name"), or a local path: a
+    checkpoint folder, a weights file (safetensors, a torch.save state dict, nanoGPT's ckpt.pt, llm.c's .bin)
+    or a PEFT LoRA adapter folder. revision: a hub branch, tag or commit. config: the base checkpoint whose
+    config.json and tokenizer a weights file or an adapter borrows. options: LoadOptions' (device, dtype, ...)."""
+    return load_model(resolve(name_or_path, revision, base=config), LoadOptions(**options))
 
 
-def load(name_or_path, *, revision: str | None = None, **options) -> tuple[GPT2, Tokenizer]:
+def load(name_or_path, *, revision: str | None = None, config=None, **options) -> tuple[GPT2, Tokenizer]:
     """The model and its tokenizer, from one resolution of the checkpoint (so, from the same snapshot)."""
     options = LoadOptions(**options)  # checked before anything is read
-    checkpoint = resolve(name_or_path, revision)
-    return load_model(checkpoint, options), Tokenizer.from_checkpoint(checkpoint)
+    checkpoint = resolve(name_or_path, revision, base=config)
+    model = load_model(checkpoint, options)
+    return model, Tokenizer.from_checkpoint(tokenizer_checkpoint(checkpoint, model))
 
 
-def _check_tensors(model: GPT2, state: dict[str, torch.Tensor], where) -> None:
+def tokenizer_checkpoint(checkpoint: Checkpoint, model: GPT2) -> Checkpoint:
+    """Where the model's tokenizer is: its checkpoint's files, or, for a file that came alone (nanoGPT's
+    ckpt.pt, llm.c's .bin: no config.json, no tokenizer beside it) with GPT-2's vocabulary, GPT-2's own."""
+    if checkpoint.config is not None or checkpoint.files & {"tokenizer.json", "vocab.json"}:
+        return checkpoint
+    if model.config.vocab_size < GPT2_VOCAB:
+        raise CheckpointError(
+            f"{checkpoint.weights_file} has a {model.config.vocab_size}-token vocabulary, not GPT-2's, and no "
+            "tokenizer beside it; give a base checkpoint that has its tokenizer: config=BASE (--config BASE)"
+        )
+    try:
+        return resolve("gpt2")
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"{checkpoint.weights_file} has no tokenizer beside it, so GPT-2's is read, and {first_line(e)}; or give "
+            "a base checkpoint that has the tokenizer: config=BASE (--config BASE)"
+        ) from None
+
+
+def _check_tensors(model: GPT2, state: dict[str, torch.Tensor], where, against: str) -> None:
     expected = {name: p.shape for name, p in model.state_dict().items()}
     if model.config.tie_word_embeddings:  # wte itself, or (int8) quantized from it
         expected = {name: shape for name, shape in expected.items() if not name.startswith("lm_head.")}
@@ -108,7 +143,7 @@ def _check_tensors(model: GPT2, state: dict[str, torch.Tensor], where) -> None:
             more = f" and {len(names) - 3} more" if len(names) > 3 else ""
             problems.append(f"{label}: {', '.join(names[:3])}{more}")
     if problems:
-        raise CheckpointError(f"{where} does not match its config.json ({'; '.join(problems)})")
+        raise CheckpointError(f"{where} does not match {against} ({'; '.join(problems)})")
 
 
 def check_device(device) -> torch.device:

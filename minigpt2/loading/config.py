@@ -25,7 +25,10 @@ NEUTRAL = (None, False, 0, 0.0, 1, 1.0, [], {})
 
 def read_config(checkpoint: Checkpoint) -> GPT2Config:
     """The checkpoint's config.json (read once, when it was resolved) as a GPT2Config."""
-    path = checkpoint.require("config.json", "a checkpoint needs its config.json next to the weights")
+    why = "a checkpoint needs its config.json next to the weights"
+    if checkpoint.weights_file is not None:
+        why += ", or a base checkpoint to borrow it from: config=BASE (--config BASE)"
+    path = checkpoint.require("config.json", why)
     raw = checkpoint.config
     if not isinstance(raw, dict) or raw.get("model_type") != "gpt2":
         kind = raw.get("model_type") if isinstance(raw, dict) else None

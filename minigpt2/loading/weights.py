@@ -1,4 +1,5 @@
-"""Reading a checkpoint's tensors (safetensors or .bin, one file or shards) under minigpt2's names.
+"""Reading a checkpoint's tensors (safetensors, or any file formats.py reads: .bin, .pt, .pth, nanoGPT's,
+llm.c's; one file or shards) under minigpt2's names.
 
 Official files store the projections [in, out] (transformers' Conv1D); nn.Linear wants [out, in],
 which a transposed view gives without a copy. Safetensors files are memory mapped, so fp32 on the
@@ -9,7 +10,6 @@ matrix-vector kernels and oneDNN read fastest.
 
 from __future__ import annotations
 
-import pickle
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..checkpoint import CheckpointError, first_line
+from .formats import FileWeights, read_file
 
 PROJECTIONS = ("c_attn.weight", "c_proj.weight", "c_fc.weight")  # stored [in, out] by the files
 _BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")  # causal-mask buffers, not weights
@@ -28,9 +29,15 @@ Convert = Callable[[str, torch.Tensor], dict[str, torch.Tensor]]
 
 
 def read_weights(
-    paths: list[Path], *, device: torch.device, dtype=None, tied: bool = True, copy: bool = False, convert=None
+    sources: list[Path | FileWeights],
+    *,
+    device: torch.device,
+    dtype=None,
+    tied: bool = True,
+    copy: bool = False,
+    convert=None,
 ) -> dict[str, torch.Tensor]:
-    """The tensors of the file(s), [out, in] for nn.Linear, on `device` in `dtype` (None: as stored).
+    """The tensors of the file(s) (safetensors paths, or files formats.py has read), [out, in] for nn.Linear, on `device` in `dtype` (None: as stored).
 
     tied: the LM head is the token embedding, so a stored lm_head.weight is left unread.
     copy: every tensor is copied, so fp32 projections are written [out, in] in order too.
@@ -40,11 +47,11 @@ def read_weights(
     """
     copy = copy or convert is not None  # nothing kept may hold a mapping of the file it converts
     state = {}
-    for path in paths:
+    for source in sources:
         # A file that is copied is read through one mapping per tensor, so that its pages leave
         # memory as each tensor is copied, and the peak stays near the copies' size.
-        copying = copy or _copied(_stored_dtype(path), dtype, device)
-        for name, tensor in _read_tensors(path, one_mapping_per_tensor=copying):
+        copying = copy or _copied(_stored_dtype(source), dtype, device)
+        for name, tensor in _read_tensors(source, one_mapping_per_tensor=copying):
             name = _minigpt2_name(name, tied)
             if name is None:
                 continue
@@ -63,9 +70,9 @@ def _copied(stored: torch.dtype | None, dtype: torch.dtype | None, device: torch
     return device.type != "cpu" or (dtype or stored) != torch.float32
 
 
-def _stored_dtype(path: Path) -> torch.dtype | None:
-    """The dtype of a safetensors file's weights, read from its header; None for a .bin (read whole anyway)."""
-    if path.suffix != ".safetensors":
+def _stored_dtype(path: Path | FileWeights) -> torch.dtype | None:
+    """The dtype of a safetensors file's weights, read from its header; None for a file already read."""
+    if isinstance(path, FileWeights):
         return None
     try:
         with safe_open(path, framework="pt") as f:
@@ -75,15 +82,17 @@ def _stored_dtype(path: Path) -> torch.dtype | None:
         raise _unreadable_safetensors(path, e) from None
 
 
-def _read_tensors(path: Path, *, one_mapping_per_tensor: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
-    if path.suffix == ".bin":
-        try:  # weights_only: a .bin is a pickle, and nothing in it may run code
-            state = _torch_load(path)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-            raise CheckpointError(f"{path} is not a readable PyTorch weights file: {first_line(e)}") from None
-        if not isinstance(state, dict):
-            raise CheckpointError(f"{path} holds a {type(state).__name__}, not a dictionary of tensors")
-        yield from state.items()
+def read_sources(paths: list[Path]) -> list[Path | FileWeights]:
+    """Each weights file as read_weights takes it: safetensors by path (mapped as it is read), any other
+    file read now by formats.py (a pickle or llm.c's file, whose own shape may be needed first)."""
+    return [p if p.suffix == ".safetensors" else read_file(p) for p in paths]
+
+
+def _read_tensors(
+    path: Path | FileWeights, *, one_mapping_per_tensor: bool = False
+) -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(path, FileWeights):
+        yield from path.tensors.items()
         return
     try:
         if not one_mapping_per_tensor:  # zero-copy: the tensors are views of one mapping of the file
@@ -102,16 +111,6 @@ def _read_tensors(path: Path, *, one_mapping_per_tensor: bool = False) -> Iterat
 
 def _unreadable_safetensors(path: Path, error: Exception) -> CheckpointError:
     return CheckpointError(f"{path} is not a readable safetensors file ({first_line(error)}); download it again")
-
-
-def _torch_load(path: Path):
-    """A .bin's tensors, memory-mapped where the file's format allows it (torch >= 1.6 wrote such files)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as e:
-        if "mmap" not in str(e):
-            raise
-        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _minigpt2_name(name: str, tied: bool) -> str | None:

@@ -15,6 +15,14 @@ comparison could not run (bad arguments, a checkpoint that does not load).
     minigpt2 parity gpt2-medium
     minigpt2 parity ./my-finetuned-gpt2 --dtype bfloat16 --json parity.json
     minigpt2 parity distilgpt2 --device cuda
+    minigpt2 parity x.pth --config skt/kogpt2-base-v2        # a state dict over its base
+    minigpt2 parity out/ckpt.pt                              # nanoGPT (llm.c's .bin likewise)
+    minigpt2 parity ./my-lora                                # a PEFT adapter: against PeftModel
+
+transformers reads the same files where it can (a checkpoint folder; a LoRA adapter through peft's
+PeftModel over the base). A file only minigpt2 reads (a state dict outside its folder's standard name,
+nanoGPT's, llm.c's) is compared in transformers' model holding the weights minigpt2 read: the report then
+checks the computation, and tests/test_finetunes.py the reading.
 
 Needs transformers, the reference: pip install "minigpt2[parity]".
 """
@@ -29,7 +37,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CheckpointError, resolve
-from ..loading import DTYPES, LoadOptions, load_model
+from ..loading import DTYPES, LoadOptions, load_model, tokenizer_checkpoint
 from ..tokenizer import Tokenizer
 
 PROMPTS = {
@@ -58,22 +66,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("model", metavar="MODEL", help="official name, hub repo org/name, or local path")
     parser.add_argument("--revision", metavar="REV", help="hub branch, tag or commit (default: main)")
+    parser.add_argument(
+        "--config", metavar="BASE", help="the base checkpoint of a weights file or a LoRA adapter (see minigpt2 --help)"
+    )
     parser.add_argument("--dtype", choices=DTYPES, default="float32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON ('-' for stdout only)")
     return parser
 
 
-def compare(model: str, *, dtype: str = "float32", device: str = "cpu", revision: str | None = None) -> dict:
-    """The whole report as a dictionary (what --json writes). Both libraries read the same resolved files."""
+def compare(
+    model: str, *, dtype: str = "float32", device: str = "cpu", revision: str | None = None, config=None
+) -> dict:
+    """The whole report as a dictionary (what --json writes). Both libraries read the same resolved files.
+    config: the base checkpoint of a weights file or a LoRA adapter (as from_pretrained's)."""
     from .reference import reference_model, reference_tokenizer  # transformers, only when a comparison runs
 
     options = LoadOptions(device=device, dtype=dtype)
-    checkpoint = resolve(model, revision)
+    checkpoint = resolve(model, revision, base=config)
     ours = load_model(checkpoint, options)
-    theirs = reference_model(checkpoint, options.dtype, options.device)
-    tokenizer = Tokenizer.from_checkpoint(checkpoint)
-    their_tokenizer = reference_tokenizer(checkpoint, byte_level=tokenizer.kind == "gpt2-byte-level")
+    theirs = reference_model(checkpoint, options.dtype, options.device, ours)
+    tokenizer_files = tokenizer_checkpoint(checkpoint, ours)
+    tokenizer = Tokenizer.from_checkpoint(tokenizer_files)
+    their_tokenizer = reference_tokenizer(tokenizer_files, byte_level=tokenizer.kind == "gpt2-byte-level")
     device = options.device
     limits = THRESHOLDS[dtype]
 
@@ -179,7 +194,7 @@ def print_report(r: dict) -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        report = compare(args.model, dtype=args.dtype, device=args.device, revision=args.revision)
+        report = compare(args.model, dtype=args.dtype, device=args.device, revision=args.revision, config=args.config)
     except (CheckpointError, ValueError, OSError, ImportError) as e:
         print(f"minigpt2 parity: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -32,8 +32,8 @@ def reference_model(checkpoint: Checkpoint, dtype=None, device="cpu", ours=None)
     llm.c's) as transformers' model holding the weights that minigpt2 read (`ours`)."""
     source, revision = _source(checkpoint)
     if checkpoint.adapter is not None:
-        model = _peft_model(transformers.GPT2LMHeadModel.from_pretrained(source, revision=revision, dtype=dtype),
-                            checkpoint)  # fmt: skip
+        base = transformers.GPT2LMHeadModel.from_pretrained(source, revision=revision, dtype=dtype)
+        model = _peft_model(base, checkpoint)
     elif _reads_the_folder(checkpoint) or ours is None:
         model = transformers.GPT2LMHeadModel.from_pretrained(source, revision=revision, dtype=dtype)
     else:
