@@ -40,9 +40,12 @@ CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("fields", CONFIGS.values(), ids=CONFIGS.keys())
-def test_no_arguments_generate_as_transformers_does(tmp_path, tiny_checkpoint, fields):
-    folder = with_generation_config(tmp_path, tiny_checkpoint, **fields)
+KOGPT2 = dict(bos_token_id=1, eos_token_id=1, pad_token_id=3, max_new_tokens=30)  # </s> ends a reply, as KoGPT2's
+
+
+@pytest.mark.parametrize("fields", [*CONFIGS.values(), KOGPT2], ids=[*CONFIGS.keys(), "KoGPT2-style </s>"])
+def test_no_arguments_generate_as_transformers_does(tmp_path, tiny_checkpoint, kogpt2_checkpoint, fields):
+    folder = with_generation_config(tmp_path, kogpt2_checkpoint if fields is KOGPT2 else tiny_checkpoint, **fields)
     ours = GPT2.from_pretrained(folder)
     theirs = GPT2LMHeadModel.from_pretrained(folder).eval()
     ids = torch.tensor(PROMPT)
