@@ -3,10 +3,10 @@ ones it agrees with, and add its own next token: generate(..., assistant_model=d
 generate(..., prompt_lookup_num_tokens=n).
 
 At batch 1 a decode step reads every weight once; where that read is the cost, a forward pass over k + 1
-tokens costs little more than over one, and each accepted draft is a token almost for free (where compute
-is short, as on a 2-core CPU, a wide pass costs more: scripts/benchmark.py --sections assisted measures it). Greedy output is the plain greedy
-output (up to the rounding of a k + 1-token forward pass against one-token steps); sampling keeps the
-model's distribution by speculative sampling's rule (accept a draft x with probability min(1, p(x)/q(x)),
+tokens costs little more than over one, and each accepted draft is a token almost for free. Where compute
+is short, as on a 2-core CPU, a wide pass costs more (scripts/benchmark.py --sections assisted measures
+it). Greedy output is the plain greedy output (up to the rounding of a k + 1-token forward pass against
+one-token steps); sampling keeps the model's distribution by speculative sampling's rule (accept a draft x with probability min(1, p(x)/q(x)),
 else draw from max(p - q, 0), normalised). Drafts come from:
 
   ModelDraft    a smaller GPT-2 with the same tokenizer (distilgpt2 or gpt2 for gpt2-medium and up), with a
