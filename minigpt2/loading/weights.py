@@ -37,7 +37,8 @@ def read_weights(
     copy: bool = False,
     convert=None,
 ) -> dict[str, torch.Tensor]:
-    """The tensors of the file(s) (safetensors paths, or files formats.py has read), [out, in] for nn.Linear, on `device` in `dtype` (None: as stored).
+    """The tensors of the file(s) (safetensors paths, or files formats.py has read), [out, in] for
+    nn.Linear, on `device` in `dtype` (None: as stored).
 
     tied: the LM head is the token embedding, so a stored lm_head.weight is left unread.
     copy: every tensor is copied, so fp32 projections are written [out, in] in order too.
