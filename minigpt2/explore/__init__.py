@@ -90,7 +90,8 @@ def explore(
     """Generate from prompt as model.generate() would, then gather what the page shows.
 
     options: generate()'s, e.g. max_new_tokens=40, do_sample=True, seed=1, repetition_penalty=1.2
-    (one row: no beams, no num_return_sequences), over `config` if one is given. candidates: how many next tokens each step lists.
+    (one row: no beams, no num_return_sequences), over `config` if one is given. candidates: how many next
+    tokens each step lists.
     output: a path to write the page to (checked before the model runs), or None to write it later
     with .save(path). on_step(step): called as each token arrives, e.g. to show progress. sae: an SAE
     whose features the page shows (read with its error term, so the model's numbers stay its own).

@@ -6,8 +6,8 @@ At batch 1 a decode step reads every weight once; where that read is the cost, a
 tokens costs little more than over one, and each accepted draft is a token almost for free. Where compute
 is short, as on a 2-core CPU, a wide pass costs more (scripts/benchmark.py --sections assisted measures
 it). Greedy output is the plain greedy output (up to the rounding of a k + 1-token forward pass against
-one-token steps); sampling keeps the model's distribution by speculative sampling's rule (accept a draft x with probability min(1, p(x)/q(x)),
-else draw from max(p - q, 0), normalised). Drafts come from:
+one-token steps); sampling keeps the model's distribution by speculative sampling's rule (accept a draft
+x with probability min(1, p(x)/q(x)), else draw from max(p - q, 0), normalised). Drafts come from:
 
   ModelDraft    a smaller GPT-2 with the same tokenizer (distilgpt2 or gpt2 for gpt2-medium and up), with a
                 KV cache of its own, rolled back with the model's on a rejection;
