@@ -60,10 +60,12 @@ def load_model(checkpoint: Checkpoint, options: LoadOptions | None = None) -> GP
     options = options or LoadOptions()
     if checkpoint.adapter is not None and options.quantize is not None:
         raise ValueError("a LoRA adapter is merged into float weights; load it without quantize=")
+    # A folder shows first that it is a checkpoint (its config.json); a weights file may state its own shape.
+    config = read_config(checkpoint) if checkpoint.weights_file is None else None
     files = checkpoint.weight_files()
     sources = read_sources(files)
     stated = getattr(sources[0], "config", None)  # nanoGPT's and llm.c's files state their own shape
-    config = stated or read_config(checkpoint)
+    config = stated or config or read_config(checkpoint)
     with torch.device("meta"):
         model = GPT2(config)
     convert = None
