@@ -298,18 +298,16 @@ def exact_reference(reference, ids: list[int], context: int, stride: int):
     return nll, tokens, n_windows
 
 
-STRIDES = ["context", "context/2", "context/4"]
+STRIDES = pytest.mark.parametrize(
+    "divisor", [1, 2, 4], ids=["context", "context/2", "context/4"]
+)  # stride = context / divisor
 
 
-def stride_of(name: str, context: int) -> int:
-    return {"context": context, "context/2": context // 2, "context/4": context // 4}[name]
-
-
-@pytest.mark.parametrize("stride_name", STRIDES)
-def test_guide_loop_on_minigpt2_equals_transformers(tiny, reference, long_ids, stride_name):
+@STRIDES
+def test_guide_loop_on_minigpt2_equals_transformers(tiny, reference, long_ids, divisor):
     model, _ = tiny
     context = model.config.n_positions
-    stride = stride_of(stride_name, context)
+    stride = context // divisor
     _, ids = long_ids
     ours_nll, ours_tokens = guide_perplexity(model, ids, context, stride)
     ref_nll, ref_tokens = guide_perplexity(reference, ids, context, stride)
@@ -321,11 +319,11 @@ def test_guide_loop_on_minigpt2_equals_transformers(tiny, reference, long_ids, s
     assert relative < RELATIVE and ours_tokens == ref_tokens
 
 
-@pytest.mark.parametrize("stride_name", STRIDES)
-def test_perplexity_counts_each_token_once(tiny, reference, long_ids, stride_name):
+@STRIDES
+def test_perplexity_counts_each_token_once(tiny, reference, long_ids, divisor):
     model, _ = tiny
     context = model.config.n_positions
-    stride = stride_of(stride_name, context)
+    stride = context // divisor
     text, ids = long_ids
     result = perplexity(model, ids, stride=stride, text=text)
     exact_nll, exact_tokens, n_windows = exact_reference(reference, ids, context, stride)
