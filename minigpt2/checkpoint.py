@@ -8,7 +8,7 @@ same snapshot. Without a network, the cached snapshot stands in. A path that exi
 
 A weights file of another layout (a torch.save state dict, nanoGPT's ckpt.pt, llm.c's model file) and a PEFT
 LoRA adapter folder borrow a base checkpoint: its config.json and tokenizer (and, for an adapter, its weights).
-The base is given (base=, the CLI's --config) or, for an adapter, named by its adapter_config.json.
+The base is given (base=, the CLI's --base) or, for an adapter, named by its adapter_config.json.
 
 This module is the bottom of the house: it imports nothing else of minigpt2.
 """
@@ -130,12 +130,12 @@ def resolve(name_or_path, revision: str | None = None, *, base=None) -> Checkpoi
             return _adapter(source, local, base)
         if base is not None:
             if not local.is_file():
-                raise ValueError(f"a base (--config) is for a weights file or a LoRA adapter; {source} is neither")
+                raise ValueError(f"a base (--base) is for a weights file or a LoRA adapter; {source} is neither")
             _check_weights_file(local)
             return replace(_base(base, source), weights_file=local)
         return _local(source, local)
     if base is not None:
-        raise ValueError(f"a base (--config) is for a local weights file or LoRA adapter, and {source} is not one")
+        raise ValueError(f"a base (--base) is for a local weights file or LoRA adapter, and {source} is not one")
     if source not in OFFICIAL_REPOS and not _HUB_REPO_ID.fullmatch(source):
         raise FileNotFoundError(
             f"{source}: no such file or directory, and not a hub repo id such as 'gpt2-medium' or 'org/name'"
@@ -178,7 +178,7 @@ def _adapter(source: str, folder: Path, base) -> Checkpoint:
     if base is None and not named:
         raise CheckpointError(
             f"{folder / ADAPTER_CONFIG} names no base model (base_model_name_or_path); give the base checkpoint "
-            "it adapts: config=BASE (--config BASE)"
+            "it adapts: base=BASE (--base BASE)"
         )
     return replace(_base(base or named, source), adapter=folder)
 

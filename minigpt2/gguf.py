@@ -11,9 +11,9 @@ llama.cpp's own converter leaves them.
 from __future__ import annotations
 
 from .checkpoint import Checkpoint, resolve
-from .loading import load_model
+from .loading import LoadOptions, load_model
 from .model import GPT2
-from .output import check_writable, write_atomically
+from .writing import check_writable, write_atomically
 from .tokenizer import gpt2_byte_level
 from .tokenizer.files import read_tokenizer_files
 
@@ -149,7 +149,7 @@ def export_checkpoint(name_or_path: str, path, file_type: str = "f32", revision:
     _check_type(file_type)
     checkpoint = resolve(name_or_path, revision)
     tokens, merges, special = vocabulary(checkpoint)
-    model = load_model(checkpoint)
+    model = load_model(checkpoint, LoadOptions(), GPT2)
     name = str(name_or_path)
 
     def write(partial):

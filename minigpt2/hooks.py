@@ -1,5 +1,5 @@
 """The named activation points of a forward pass, as TransformerLens names them, and the dispatcher that
-runs a caller's functions at them. minigpt2/internals.py documents every name with its shape.
+runs a caller's functions at them. minigpt2/interp/internals.py documents every name with its shape.
 
 A hook is fn(x), or fn(x, hook) as TransformerLens writes them: the second argument, a HookPoint,
 says which point and which tokens the call covers, so that a hook can tell the prompt from the

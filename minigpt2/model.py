@@ -6,109 +6,34 @@ Shapes in comments use B = batch, T = tokens in this call, S = tokens the keys c
 Parameter names match the official checkpoints (wte, wpe, h.N.attn.c_attn, ...), so a
 state dict converts with nothing more than a transpose of the projection weights.
 Every activation passes a named point (hooks.py) where a caller may read or replace it.
+
+GPT2 is composed as transformers composes GPT2LMHeadModel: this file is the network, and each wing
+adds its front doors through a mixin, so that help(GPT2) and an editor find every method:
+from_pretrained (loading/), generate and stream (generation/), run_with_cache, attention_patterns and
+logit_lens (interp/), score (scoring.py). The wings never import this file: data flows one way.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .activations import ACTIVATIONS
 from .cache import KVCache
+from .config import PRESETS, GPT2Config
+from .generation.mixin import GenerationMixin
 from .hooks import Hook, check_names, hook_names
+from .interp.mixin import InterpretabilityMixin
+from .loading.pretrained import PretrainedMixin
+from .mask import Mask
+from .nonlinearities import NONLINEARITIES
+from .scoring import ScoringMixin
 
-
-@dataclass(frozen=True)
-class GPT2Config:
-    vocab_size: int = 50257
-    n_positions: int = 1024  # the context: the longest sequence the model can see
-    n_embd: int = 768
-    n_layer: int = 12
-    n_head: int = 12
-    n_inner: int | None = None  # MLP hidden width; None means 4 * n_embd
-    layer_norm_epsilon: float = 1e-5
-    activation_function: str = "gelu_new"  # the MLP's nonlinearity: a name in minigpt2/activations.py
-    eos_token_id: int | None = 50256
-    # Variants of GPT-2 that transformers computes too (the official checkpoints use the defaults):
-    tie_word_embeddings: bool = True  # False: a separate lm_head.weight instead of wte
-    scale_attn_weights: bool = True  # False: attention scores are not divided by sqrt(head_dim)
-    scale_attn_by_inverse_layer_idx: bool = False  # True: block i also divides them by i + 1 (stanford-crfm)
-    reorder_and_upcast_attn: bool = False  # True: scores and softmax in fp32 even when the weights are half
-
-    def __post_init__(self):
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if self.activation_function not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation_function {self.activation_function!r}; choose one of {', '.join(ACTIVATIONS)}"
-            )
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-    @property
-    def mlp_width(self) -> int:
-        return self.n_inner or 4 * self.n_embd
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> GPT2Config:
-        """The shape of an official checkpoint, e.g. GPT2Config.preset("gpt2-medium")."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-        return replace(PRESETS[name], **overrides)
-
-
-PRESETS = {
-    "distilgpt2": GPT2Config(n_layer=6, n_embd=768, n_head=12),
-    "gpt2": GPT2Config(n_layer=12, n_embd=768, n_head=12),
-    "gpt2-medium": GPT2Config(n_layer=24, n_embd=1024, n_head=16),
-    "gpt2-large": GPT2Config(n_layer=36, n_embd=1280, n_head=20),
-    "gpt2-xl": GPT2Config(n_layer=48, n_embd=1600, n_head=25),
-}
-
-
-@dataclass
-class Mask:
-    """Which keys each query may attend to, worked out once per forward and shared by every layer.
-
-    keys_visible: bool, broadcastable to [B, H, T, S], or None for causal (or, for one new token,
-    everything); is_causal: let scaled_dot_product_attention apply its own square causal mask.
-    """
-
-    keys_visible: torch.Tensor | None = None
-    is_causal: bool = False
-
-    @classmethod
-    def for_call(cls, T: int, start: int, attention_mask: torch.Tensor | None, device) -> Mask:
-        """Queries are the T tokens of this call, at positions start..start+T-1; keys are all S = start + T
-        tokens so far. Without padding a query sees every key up to its own position, which
-        scaled_dot_product_attention does by itself (is_causal) or needs no mask for (one new token).
-        With padding (attention_mask 0), padded keys are hidden too, except from the padded query
-        itself: a query must see at least one key, and a padded query's output is never used.
-        """
-        if attention_mask is None:
-            if T == 1:
-                return cls()
-            return cls(is_causal=True) if start == 0 else cls(_causal(T, start + T, device))  # [T, S]
-        query_pos = torch.arange(start, start + T, device=device)[:, None]
-        own_key = torch.arange(start + T, device=device) == query_pos  # [T, S]
-        real_key = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, S]
-        return cls((_causal(T, start + T, device) & real_key) | own_key)  # [B, 1, T, S]
-
-    def full(self, T: int, S: int, device) -> torch.Tensor:
-        """The mask as a bool tensor, for attention written out by hand."""
-        return _causal(T, S, device) if self.keys_visible is None else self.keys_visible
-
-
-def _causal(T: int, S: int, device) -> torch.Tensor:
-    return torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)  # query i sees keys 0..S-T+i
+__all__ = ["GPT2", "GPT2Config", "PRESETS", "ForwardOutput"]
 
 
 class CausalSelfAttention(nn.Module):
@@ -163,7 +88,7 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, config.mlp_width)
         self.c_proj = nn.Linear(config.mlp_width, config.n_embd)
-        self.act = ACTIVATIONS[config.activation_function]  # GPT-2's: GELU, tanh approximation
+        self.act = NONLINEARITIES[config.activation_function]  # GPT-2's: GELU, tanh approximation
         self.hook_prefix = f"blocks.{layer}.mlp."
 
     def forward(self, x, hook: Hook):
@@ -205,20 +130,16 @@ def layer_norm(ln: nn.LayerNorm, x: torch.Tensor, hook: Hook, prefix: str) -> to
     return hook(prefix + "hook_normalized", ln(x))
 
 
-class Output(NamedTuple):
+class ForwardOutput(NamedTuple):
     """model(ids, labels=...): the loss beside the logits, in transformers' order (loss, logits = ...)."""
 
     loss: torch.Tensor
     logits: torch.Tensor
 
 
-class GPT2(nn.Module):
+class GPT2(PretrainedMixin, GenerationMixin, InterpretabilityMixin, ScoringMixin, nn.Module):
     """Embeddings, n_layer blocks, a final LayerNorm, and an LM head (tied to the token embedding, as a rule).
-
-    The tools bind their front doors to this class in minigpt2/__init__.py, so that they import the model
-    and never the reverse: GPT2.from_pretrained (loading/), model.generate and model.stream (generation/),
-    model.run_with_cache, attention_patterns and logit_lens (internals.py), model.score (scoring/).
-    """
+    The mixins add the wings' front doors (see the top of this file)."""
 
     def __init__(self, config: GPT2Config):
         super().__init__()
@@ -242,8 +163,9 @@ class GPT2(nn.Module):
             self.apply(self._init_weights)
 
     def tie_weights(self) -> None:
-        """The LM head reads the token embedding (unless the config unties them); again after loading."""
-        if self.config.tie_word_embeddings:
+        """The LM head reads the token embedding (unless the config unties them); again after loading. A head
+        swapped for int8 keeps its own copy, quantized from wte."""
+        if self.config.tie_word_embeddings and isinstance(self.lm_head, nn.Linear):
             self.lm_head.weight = self.wte.weight
 
     def _init_weights(self, module):
@@ -265,7 +187,7 @@ class GPT2(nn.Module):
         attention_mask: torch.Tensor | None = None,
         hooks: dict[str, Callable] | None = None,
         labels: torch.Tensor | None = None,
-    ) -> torch.Tensor | Output:
+    ) -> torch.Tensor | ForwardOutput:
         """Logits [B, T, V] for input_ids [B, T].
 
         cache: input_ids continue the tokens already in it; their keys and values are stored for the next call.
@@ -273,7 +195,7 @@ class GPT2(nn.Module):
             transformers). Positions count real tokens only, so a left-padded prompt gets the positions it has alone.
         hooks: {name: fn} to read or replace activations on the way: fn(x) or fn(x, hook) (names: hook_names();
             see minigpt2/internals.py and hooks.py).
-        labels [B, T]: return Output(loss, logits) instead, the loss as transformers computes it: each position
+        labels [B, T]: return ForwardOutput(loss, logits) instead, the loss as transformers computes it: each position
             predicts the next label, -100 is not counted, the mean over the counted ones, in fp32.
         """
         B, T = input_ids.shape
@@ -295,7 +217,7 @@ class GPT2(nn.Module):
         if hooks:
             check_names(self.hook_names(), hooks)
         hook = Hook(hooks, start=start, tokens=T)
-        logits = self.run(input_ids, positions, Mask.for_call(T, start, attention_mask, device), cache, hook)
+        logits = self.compute_logits(input_ids, positions, Mask.for_call(T, start, attention_mask, device), cache, hook)
         if cache is not None:
             cache.advance(T)
         if labels is None:
@@ -303,9 +225,9 @@ class GPT2(nn.Module):
         if labels.shape != (B, T):
             raise ValueError(f"labels must have input_ids' shape {[B, T]}, got {list(labels.shape)}")
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
-        return Output(loss, logits)
+        return ForwardOutput(loss, logits)
 
-    def run(self, input_ids, positions, mask: Mask, cache: KVCache | None, hook: Hook) -> torch.Tensor:
+    def compute_logits(self, input_ids, positions, mask: Mask, cache: KVCache | None, hook: Hook) -> torch.Tensor:
         """The model itself: embeddings, blocks, final LayerNorm, LM head. Logits [B, T, V]."""
         token_embed = hook("hook_embed", self.wte(input_ids))  # [B, T, C]
         x = token_embed + hook("hook_pos_embed", self.wpe(positions).expand_as(token_embed))

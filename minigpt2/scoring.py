@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .model import GPT2
 
 
 @torch.inference_mode()
-def score(model: GPT2, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def score(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Each token's log-probability given the tokens before it: [B, T-1], entry t-1 for token t.
 
     attention_mask [B, T] (1 real, 0 padding) takes left- or right-padded batches. An entry is 0 where its
@@ -44,7 +43,7 @@ def _logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def loglikelihood(
-    model: GPT2, requests: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 8, context: int | None = None
+    model, requests: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 8, context: int | None = None
 ) -> list[tuple[float, bool]]:
     """For each (context ids, continuation ids): log p(continuation | context), and whether the continuation
     is what greedy decoding would pick token by token, as lm-eval's loglikelihood defines both. The two
@@ -132,7 +131,7 @@ def windows(length: int, context: int, stride: int) -> list[tuple[int, int, int]
 
 @torch.inference_mode()
 def perplexity(
-    model: GPT2,
+    model,
     ids: Sequence[int] | torch.Tensor,
     *,
     stride: int = 512,
@@ -207,7 +206,7 @@ def _accuracy(losses: list[list[float]], labels: list[int]) -> float:
 
 
 @torch.inference_mode()
-def multiple_choice(model: GPT2, tokenizer, examples: Iterable[dict]) -> Choices:
+def multiple_choice(model, tokenizer, examples: Iterable[dict]) -> Choices:
     """HellaSwag-style scoring as build-nanogpt does it: each ending (after a space) follows its context in
     one row per ending; an ending's loss is the cross-entropy of its tokens; acc picks the lowest sum,
     acc_norm the lowest average. examples: {"context" (or HellaSwag's "ctx"), "endings", "label"}."""
@@ -251,3 +250,7 @@ def parse_example(example: dict) -> tuple[str, list[str], int]:
     if not isinstance(label, int) or not 0 <= label < len(endings):
         raise ValueError(f"'label' must be the index of the right ending (0..{len(endings) - 1})")
     return context, endings, label
+
+
+class ScoringMixin:
+    score = score  # model.score(input_ids, attention_mask) -> [B, T-1] log-probabilities

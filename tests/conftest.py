@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from minigpt2 import GPT2Config  # noqa: E402
-from minigpt2.parity.checkpoints import write_checkpoint  # noqa: E402
+from minigpt2.testing.checkpoints import write_checkpoint  # noqa: E402
 
 LOGIT_TOLERANCE = 1e-4  # max abs difference of fp32 logits against transformers
 

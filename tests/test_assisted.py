@@ -13,7 +13,7 @@ from transformers import GPT2Config as HFConfig
 from transformers import GPT2LMHeadModel
 
 from minigpt2 import GPT2
-from minigpt2.parity.checkpoints import write_checkpoint
+from minigpt2.testing.checkpoints import write_checkpoint
 
 NEW = 200
 PROMPT = torch.tensor([[5, 17, 42, 9, 88, 3, 5, 17]])

@@ -1,4 +1,4 @@
-"""minigpt2/attribution.py: LayerNorm scales, heads' results, gradients, the residual stream taken apart, direct
+"""minigpt2/interp/attribution.py: LayerNorm scales, heads' results, gradients, the residual stream taken apart, direct
 logit attribution."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from minigpt2 import GPT2
-from minigpt2.attribution import accumulated_resid, apply_ln, decompose_resid, direct_logit_attribution
+from minigpt2.interp.attribution import accumulated_resid, apply_ln, decompose_resid, direct_logit_attribution
 
 
 @pytest.fixture(scope="module")

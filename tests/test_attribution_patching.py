@@ -1,4 +1,4 @@
-"""minigpt2/patching.py's attribution_patching: for every point it sweeps, the first-order estimate
+"""minigpt2/interp/patching.py's attribution_patching: for every point it sweeps, the first-order estimate
 metric(corrupted) + (clean - corrupted activation) . d metric / d activation (at the corrupted run) equals the
 same sum worked out here with torch.autograd over the model's hooks, and comes in activation_patching's layout.
 How well the estimate ranks the patches that activation patching measures, and how much faster it is, is
@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from minigpt2.patching import HOOKS, activation_patching, attribution_patching
+from minigpt2.interp.patching import HOOKS, activation_patching, attribution_patching
 
 SWEEPS = [  # (point, per_position): every layer x position sweep, and heads by layer x head
     ("resid_pre", True),

@@ -20,10 +20,10 @@ import torch
 from conftest import ROOT
 
 from minigpt2 import GPT2, Tokenizer
-from minigpt2.attribution import direct_logit_attribution
+from minigpt2.interp.attribution import direct_logit_attribution
 from minigpt2.explore import explore
 from minigpt2.explore.page import PATTERN_LEVELS
-from minigpt2.sae import SAE, run_with_sae, top_features
+from minigpt2.interp.sae import SAE, run_with_sae, top_features
 
 PROMPT = "Once upon a time"
 STEPS = 12

@@ -19,7 +19,7 @@ from test_loading import RunsCode
 from transformers import GPT2Config as HFConfig
 from transformers import GPT2LMHeadModel
 
-from minigpt2 import GPT2, CheckpointError, Tokenizer, loading, parity, resolve
+from minigpt2 import GPT2, CheckpointError, Tokenizer, cli, loading, parity, resolve
 from minigpt2.parity.reference import reference_greedy
 
 TOLERANCE = 1e-5
@@ -69,7 +69,7 @@ def test_a_state_dict_pth_over_a_base_gives_transformers_logits(tiny_checkpoint,
     path = tmp_path / "elsewhere" / "finetune.pth"
     path.parent.mkdir()
     torch.save(state, path)
-    ours = GPT2.from_pretrained(path, config=tiny_checkpoint)
+    ours = GPT2.from_pretrained(path, base=tiny_checkpoint)
     compare(
         ours, reference, f".pth, keys {'with' if prefix else 'without'} 'transformer.'", torch.tensor([[5, 17, 42]])
     )
@@ -78,15 +78,15 @@ def test_a_state_dict_pth_over_a_base_gives_transformers_logits(tiny_checkpoint,
 def test_a_whole_pickled_model_is_refused_with_the_fix(tiny_checkpoint, tmp_path):
     torch.save(random_gpt2("gelu_new"), tmp_path / "model.pt")  # the whole module: only its class rebuilds it
     with pytest.raises(CheckpointError, match=r"whole pickled model .*torch.save\(model.state_dict\(\), 'model.pt'\)"):
-        GPT2.from_pretrained(tmp_path / "model.pt", config=tiny_checkpoint)
+        GPT2.from_pretrained(tmp_path / "model.pt", base=tiny_checkpoint)
 
 
 def test_a_state_dict_without_a_base_or_with_a_missing_one_says_so(reference, tmp_path):
     torch.save(reference.state_dict(), tmp_path / "x.pth")
-    with pytest.raises(CheckpointError, match=r"config.json not found.*config=BASE \(--config BASE\)"):
+    with pytest.raises(CheckpointError, match=r"config.json not found.*base=BASE \(--base BASE\)"):
         GPT2.from_pretrained(tmp_path / "x.pth")
     with pytest.raises(CheckpointError, match="the base checkpoint '.*no-base' of .*x.pth is not there"):
-        GPT2.from_pretrained(tmp_path / "x.pth", config=tmp_path / "no-base")
+        GPT2.from_pretrained(tmp_path / "x.pth", base=tmp_path / "no-base")
 
 
 def test_a_mismatched_shape_names_the_tensor_and_both_shapes(tiny_checkpoint, reference, tmp_path):
@@ -95,7 +95,7 @@ def test_a_mismatched_shape_names_the_tensor_and_both_shapes(tiny_checkpoint, re
     torch.save(state, tmp_path / "x.pth")
     message = r"wrong shape: h.1.mlp.c_fc.weight \(100, 64\) \(config says \(256, 64\)\)"
     with pytest.raises(CheckpointError, match=message):
-        GPT2.from_pretrained(tmp_path / "x.pth", config=tiny_checkpoint)
+        GPT2.from_pretrained(tmp_path / "x.pth", base=tiny_checkpoint)
 
 
 # ---- nanoGPT ----
@@ -257,13 +257,13 @@ NANOGPT_ARGS = dict(n_layer=2, n_head=4, n_embd=32, block_size=128, bias=True, v
 def test_a_pickle_that_would_run_code_is_refused(tiny_checkpoint, tmp_path, capsys, name, contents):
     torch.save(contents, tmp_path / name)
     with pytest.raises(CheckpointError, match="not a readable PyTorch weights file: its pickle calls print"):
-        GPT2.from_pretrained(tmp_path / name, config=tiny_checkpoint)
+        GPT2.from_pretrained(tmp_path / name, base=tiny_checkpoint)
     assert "this pickle ran code" not in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
 def every_format(tiny_checkpoint, reference, nanogpt, llmc, tmp_path_factory):
-    """{format: (path, the base given with --config)}: the tokenizer is the tiny checkpoint's."""
+    """{format: (path, the base given with --base)}: the tokenizer is the tiny checkpoint's."""
     pth = tmp_path_factory.mktemp("pth") / "finetune.pth"
     torch.save(reference.state_dict(), pth)
     return {
@@ -277,20 +277,20 @@ def every_format(tiny_checkpoint, reference, nanogpt, llmc, tmp_path_factory):
 def test_the_loop_script_and_the_parity_report_take_each_format(every_format, kind, monkeypatch):
     monkeypatch.setattr(parity, "GREEDY_TOKENS", 3)  # transformers generate()s slowly; compare() checks 20
     path, base = every_format[kind]
-    result = run_cli("Once upon a time", "--model", str(path), "--config", str(base), "--max-new-tokens", "8")
+    result = run_cli("Once upon a time", "--model", str(path), "--base", str(base), "--max-new-tokens", "8")
     assert result.returncode == 0, result.stderr
-    model, tokenizer = GPT2.from_pretrained(path, config=base), Tokenizer.from_pretrained(base)
+    model, tokenizer = GPT2.from_pretrained(path, base=base), Tokenizer.from_pretrained(base)
     ids = tokenizer.encode("Once upon a time")
     expected = model.generate(torch.tensor([ids]), max_new_tokens=8)[0].tolist()
     assert tokenizer.decode(expected) in result.stdout
-    report = parity.compare(str(path), config=str(base))
+    report = parity.compare(str(path), base=str(base))
     print(f"\nparity {kind}: logits max {max(p['logits_max_difference'] for p in report['prompts'].values()):.2e}")
     assert report["passed"], report["failures"]
 
 
 def test_the_loop_script_says_in_one_line_that_a_base_is_missing(every_format, tmp_path):
     path, _ = every_format["pth"]
-    result = run_cli("Hi", "--model", str(path), "--config", str(tmp_path / "gone"))
+    result = run_cli("Hi", "--model", str(path), "--base", str(tmp_path / "gone"))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert len(result.stderr.splitlines()) == 1 and "is not there" in result.stderr, result.stderr
-    assert parity.main([str(path), "--config", str(tmp_path / "gone")]) == 2
+    assert cli.main(["parity", str(path), "--base", str(tmp_path / "gone")]) == 2

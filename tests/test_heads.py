@@ -1,4 +1,4 @@
-"""minigpt2/heads.py: head detector scores per layer x head.
+"""minigpt2/interp/heads.py: head detector scores per layer x head.
 
 Against TransformerLens 3 (the tiny model in a HookedTransformer): head_scores equals
 transformer_lens.head_detector.detect_head for each kind of head, error measure and exclusion, on natural
@@ -18,7 +18,7 @@ import torch
 from conftest import hooked_transformer
 
 from minigpt2 import GPT2, GPT2Config
-from minigpt2.heads import KINDS, head_scores, induction_scores, repeated_random_tokens
+from minigpt2.interp.heads import KINDS, head_scores, induction_scores, repeated_random_tokens
 
 TOLERANCE = 1e-5
 TL_NAMES = {
@@ -219,7 +219,7 @@ def test_head_scores_plot_writes_a_png(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from minigpt2.plots import plot_head_scores
+    from minigpt2.interp.plots import plot_head_scores
 
     scores = torch.rand(3, 4, generator=torch.Generator().manual_seed(0))
     ax = plot_head_scores(scores, title="previous-token heads")

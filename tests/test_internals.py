@@ -1,4 +1,4 @@
-"""minigpt2/internals.py (and hooks.py): named activations, interventions, attention patterns and the logit lens,
+"""minigpt2/interp/internals.py (and hooks.py): named activations, interventions, attention patterns and the logit lens,
 checked against transformers; and the notebook that walks through them, run end to end."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""minigpt2/kernels.py: oneDNN's matrix products (fast=True) compute what F.linear computes, pick the same
+"""minigpt2/loading/kernels.py: oneDNN's matrix products (fast=True) compute what F.linear computes, pick the same
 greedy tokens, keep gradients, and are used only for the [out, in] layout fast=True lays fp32 weights out in."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from conftest import LOGIT_TOLERANCE
 
 from minigpt2 import GPT2
-from minigpt2.kernels import OneDNNLinear, _suits_onednn
+from minigpt2.loading.kernels import OneDNNLinear, _suits_onednn
 
 PROMPTS = ["Once upon a time", "Hi", "안녕하세요 👋"]
 

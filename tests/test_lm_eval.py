@@ -34,7 +34,7 @@ from lm_eval.api.registry import get_model  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
 import minigpt2.lm_eval  # noqa: E402,F401 - registers "minigpt2" with lm-eval
-from minigpt2.parity.checkpoints import SAMPLE_TEXTS  # noqa: E402
+from minigpt2.testing.checkpoints import SAMPLE_TEXTS  # noqa: E402
 
 TOLERANCE = 1e-4  # a log-likelihood (a sum of fp32 log-probabilities), and every metric, against `hf`
 BATCH = 3  # requests per forward pass: several batches, padded, for every kind of request

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import LOGIT_TOLERANCE, TINY_INIT, run_python
-from minigpt2.parity.checkpoints import write_checkpoint
+from minigpt2.testing.checkpoints import write_checkpoint
 from safetensors.torch import load_file, save_file
 from test_tokenizer_files import KOGPT2_CARD
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast

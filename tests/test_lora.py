@@ -14,7 +14,7 @@ from test_loading import RunsCode
 from transformers import GPT2LMHeadModel
 
 from minigpt2 import GPT2, CheckpointError, Tokenizer, parity
-from minigpt2.parity.checkpoints import write_checkpoint
+from minigpt2.testing.checkpoints import write_checkpoint
 from minigpt2.parity.reference import reference_greedy
 
 peft = pytest.importorskip("peft")
@@ -83,11 +83,11 @@ def test_a_base_given_wins_over_the_one_named_and_a_missing_base_says_so(adapter
     with pytest.raises(CheckpointError, match="the base checkpoint '.*moved-away' of .*adapter is not there"):
         GPT2.from_pretrained(folder)
     named = GPT2.from_pretrained(adapters[4, True][0])
-    given = GPT2.from_pretrained(folder, config=tiny_checkpoint)
+    given = GPT2.from_pretrained(folder, base=tiny_checkpoint)
     assert all(torch.equal(a, b) for a, b in zip(named.state_dict().values(), given.state_dict().values(), strict=True))
     config["base_model_name_or_path"] = None
     config_path.write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"names no base model .*config=BASE \(--config BASE\)"):
+    with pytest.raises(CheckpointError, match=r"names no base model .*base=BASE \(--base BASE\)"):
         GPT2.from_pretrained(folder)
 
 
@@ -95,7 +95,7 @@ def test_an_adapter_for_another_base_names_the_tensor_and_both_shapes(adapters, 
     narrow = write_checkpoint(tmp_path / "narrow", n_embd=32, n_head=4)
     message = r"h.0.attn.c_attn's lora_B \(192, 4\) @ lora_A \(4, 64\) does not fit the base's h.0.attn.c_attn.weight \(96, 32\)"
     with pytest.raises(CheckpointError, match=message):
-        GPT2.from_pretrained(adapters[4, True][0], config=narrow)
+        GPT2.from_pretrained(adapters[4, True][0], base=narrow)
 
 
 def test_an_adapter_bin_that_would_run_code_is_refused(adapters, tmp_path, capsys):

@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 import torch
 from conftest import LOGIT_TOLERANCE, RANDOM_CONFIG, TINY_INIT, random_prompt
-from minigpt2.parity.checkpoints import write_checkpoint
+from minigpt2.testing.checkpoints import write_checkpoint
 from transformers import GPT2LMHeadModel
 
 from minigpt2 import GPT2, PRESETS, GPT2Config
-from minigpt2.activations import ACTIVATIONS
+from minigpt2.nonlinearities import NONLINEARITIES
 
 NEW_TOKENS = 40
 
@@ -65,7 +65,7 @@ SAME_AS_DEFAULT = {"gelu_pytorch_tanh", "gelu_python_tanh", "gelu_fast", "gelu_a
         {"scale_attn_by_inverse_layer_idx": True, "n_layer": 4},
         {"scale_attn_weights": False},
         {"reorder_and_upcast_attn": True},
-        *({"activation_function": name} for name in ACTIVATIONS if name != "gelu_new"),
+        *({"activation_function": name} for name in NONLINEARITIES if name != "gelu_new"),
     ],
     ids=lambda v: ",".join(f"{k}={v}" for k, v in v.items()),
 )

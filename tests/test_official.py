@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import LOGIT_TOLERANCE
 from huggingface_hub import try_to_load_from_cache
-from minigpt2.parity.checkpoints import SAMPLE_TEXTS
+from minigpt2.testing.checkpoints import SAMPLE_TEXTS
 from transformers import GPT2LMHeadModel, GPT2Tokenizer
 
 from minigpt2 import GPT2, Tokenizer

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from minigpt2 import parity
+from minigpt2 import cli, parity
 import pytest
 import torch
 from conftest import run_python, run_script
@@ -34,7 +34,7 @@ def test_a_drift_fails_the_report_and_is_located_at_its_layer(tiny_checkpoint, m
         return model
 
     monkeypatch.setattr(parity, "load_model", load_with_exact_gelu_in_block_1)
-    assert parity.main([str(tiny_checkpoint)]) == 1
+    assert cli.main(["parity", str(tiny_checkpoint)]) == 1
     out = capsys.readouterr().out
     report = parity.compare(str(tiny_checkpoint))
     assert report["first_drifting_layer"] == 2  # the stream into block 2 (here: into ln_f) is the first to differ

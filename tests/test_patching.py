@@ -1,4 +1,4 @@
-"""minigpt2/patching.py (and plots.py): activation patching's identities, the same numbers as a hand-written loop
+"""minigpt2/interp/patching.py (and plots.py): activation patching's identities, the same numbers as a hand-written loop
 over hooks=, and the plots that label layers, heads and tokens."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import PATCHING_CLEAN
 
-from minigpt2.patching import HOOKS, activation_patching, run_patches
+from minigpt2.interp.patching import HOOKS, activation_patching, run_patches
 
 
 def by_hand(model, corrupted, clean_acts, name, metric, position=None, head=None):
@@ -83,8 +83,8 @@ def test_plots_label_layers_heads_and_tokens(patching_case, tiny, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from minigpt2.attribution import direct_logit_attribution
-    from minigpt2.plots import (
+    from minigpt2.interp.attribution import direct_logit_attribution
+    from minigpt2.interp.plots import (
         plot_attention,
         plot_attribution,
         plot_logit_lens,

@@ -1,4 +1,4 @@
-"""minigpt2/processing.py (TransformerLens's weight processing) against TransformerLens 3's HookedTransformer.
+"""minigpt2/interp/processing.py (TransformerLens's weight processing) against TransformerLens 3's HookedTransformer.
 
 On a random checkpoint with GPT-2's real 50257-token vocabulary (a smaller shape, for speed), minigpt2 processed
 with each step alone, all four (HookedTransformer.from_pretrained's defaults) and none
@@ -22,8 +22,8 @@ import torch
 from conftest import LOGIT_TOLERANCE, fill_hub_cache
 
 from minigpt2 import GPT2
-from minigpt2.parity.checkpoints import write_checkpoint
-from minigpt2.processing import Processing
+from minigpt2.testing.checkpoints import write_checkpoint
+from minigpt2.interp.processing import Processing
 
 TOLERANCE = 1e-5  # max abs difference, relative to the size of what is compared (at least 1)
 STEPS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")

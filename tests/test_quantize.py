@@ -1,4 +1,4 @@
-"""minigpt2/quantize.py: opt-in int8 weights. The quantization itself, the product the kernel computes, what it
+"""minigpt2/loading/quantize.py: opt-in int8 weights. The quantization itself, the product the kernel computes, what it
 costs in accuracy and memory, and the hooks and the explorer on an int8 model."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import run_python
 
 from minigpt2 import GPT2
-from minigpt2.quantize import Int8Linear, quantize_rows
+from minigpt2.loading.quantize import Int8Linear, quantize_rows
 
 
 def test_per_channel_symmetric_int8_round_trip():

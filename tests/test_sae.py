@@ -1,4 +1,4 @@
-"""minigpt2/sae.py against SAELens itself: a random SAE of each architecture (standard, jumprelu, topk), built
+"""minigpt2/interp/sae.py against SAELens itself: a random SAE of each architecture (standard, jumprelu, topk), built
 with sae-lens and written by its own save_model, loaded from that folder; the same feature activations,
 reconstructions, splices (with and without the error term, in a forward pass and in generation), top features
 and loss delta. And folders that cannot be used, refused with a one-line message (these need no sae-lens)."""
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from minigpt2.sae import SAE, reconstruction_loss, run_with_sae, top_features
+from minigpt2.interp.sae import SAE, reconstruction_loss, run_with_sae, top_features
 
 HOOK = "blocks.1.hook_resid_pre"
 PROMPT = "The quick brown fox jumps over the lazy dog, and then it runs away."

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from conftest import run_cli
 
 from minigpt2 import GPT2
-from minigpt2.parity.checkpoints import SAMPLE_TEXTS
+from minigpt2.testing.checkpoints import SAMPLE_TEXTS
 from minigpt2.parity.reference import guide_perplexity
 from minigpt2.scoring import loglikelihood, multiple_choice, perplexity, windows
 

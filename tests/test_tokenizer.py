@@ -10,7 +10,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from minigpt2.parity.checkpoints import SAMPLE_TEXTS
+from minigpt2.testing.checkpoints import SAMPLE_TEXTS
 from transformers import AutoTokenizer, GPT2Tokenizer, GPT2TokenizerFast
 
 from minigpt2 import CheckpointError, Tokenizer

@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from minigpt2.parity.checkpoints import SAMPLE_TEXTS
+from minigpt2.testing.checkpoints import SAMPLE_TEXTS
 from test_tokenizer import UNSEEN_TEXTS
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 

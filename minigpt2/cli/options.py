@@ -7,20 +7,21 @@ the value the CLI builds holds exactly what the command line says over the model
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
+from .. import load
 from ..generation import GenerationConfig
-from ..loading import DTYPES, load
+from ..generation.config import FIELDS
+from ..loading import DTYPES
+from ..loading.swaps import SCHEMES
 from ..model import GPT2
 from ..tokenizer import Tokenizer
 
 DEFAULT_NEW_TOKENS = 40
 DEFAULT_PROMPT = "Once upon a time"
-GENERATION_FIELDS = {f.name for f in dataclasses.fields(GenerationConfig)}
 
 
 class Parser(argparse.ArgumentParser):
@@ -72,7 +73,7 @@ def write_figures(figures: dict, summary: str, json_path: str | None) -> None:
 
 
 def add_load_options(p: argparse.ArgumentParser) -> None:
-    """--model, --revision, --config, --device, --dtype, --quantize and --fast: LoadOptions' and the base."""
+    """--model and every LoadOptions' option: the source, the device and dtype, and the module swaps."""
     p.add_argument(
         "--model",
         metavar="NAME_OR_PATH",
@@ -81,13 +82,10 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
         "a weights file (.safetensors, .pth/.pt/.bin state dict, nanoGPT's ckpt.pt, llm.c's .bin) or a PEFT "
         "LoRA adapter folder",
     )
-    p.add_argument("--revision", metavar="REV", help="hub branch, tag or commit to load (default: main)")
-    add_base_option(p)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' dtype (default: float32)")
+    add_source_options(p)
     p.add_argument(
         "--quantize",
-        choices=["int8"],
+        choices=SCHEMES,
         help="store the projections and the LM head as int8 (about 2.8x fp32's decode speed on an AVX-512 CPU; "
         "approximate)",
     )
@@ -100,13 +98,19 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_base_option(p: argparse.ArgumentParser) -> None:
+def add_source_options(p: argparse.ArgumentParser) -> None:
+    """--revision, --base, --device and --dtype: what every command that loads a model takes."""
+    p.add_argument("--revision", metavar="REV", help="hub branch, tag or commit to load (default: main)")
     p.add_argument(
-        "--config",
+        "--base",
+        "--config",  # its name before --base; in transformers, config= is a config object
+        dest="base",
         metavar="BASE",
         help="the base checkpoint whose config.json and tokenizer a weights file borrows, or that a LoRA adapter "
         "adapts (default: the adapter's base_model_name_or_path; for nanoGPT and llm.c, GPT-2's tokenizer)",
     )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' dtype (default: float32)")
 
 
 def add_generation_options(p: argparse.ArgumentParser) -> None:
@@ -169,7 +173,7 @@ def generation_config(args: argparse.Namespace, model: GPT2) -> GenerationConfig
     """The GenerationConfig the command line asks for: the options given, over the checkpoint's generation
     defaults (generation_config.json, or config.json's eos), as transformers' generate() merges them; and
     DEFAULT_NEW_TOKENS when neither gives a length."""
-    given = {name: value for name, value in vars(args).items() if name in GENERATION_FIELDS and value is not None}
+    given = {name: value for name, value in vars(args).items() if name in FIELDS and value is not None}
     lengths = ("max_new_tokens", "max_length")
     if not any(name in given or name in model.generation_defaults for name in lengths):
         given["max_new_tokens"] = DEFAULT_NEW_TOKENS
@@ -184,7 +188,7 @@ def load_from_args(args: argparse.Namespace, name: str | None = None) -> tuple[G
     model, tokenizer = load(
         name,
         revision=args.revision if name == args.model else None,
-        config=args.config if name == args.model else None,
+        base=args.base if name == args.model else None,
         device=args.device,
         dtype=args.dtype,
         quantize=args.quantize,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import torch
 
 from ..hooks import during_generation
-from ..model import GPT2
 from . import stopping
 from .processors import Sampler
 from .steps import Step
@@ -32,7 +31,7 @@ from .steps import Step
 class ModelDraft:
     """Drafts with a small GPT-2: greedy, or sampled from its own processed and warped scores."""
 
-    def __init__(self, assistant: GPT2, config, total: int, process, sampler: Sampler | None):
+    def __init__(self, assistant, config, total: int, process, sampler: Sampler | None):
         if assistant.config.vocab_size < 1:
             raise ValueError("the assistant model has no vocabulary")
         self.model, self.process, self.sampler = assistant, process, sampler
@@ -91,7 +90,7 @@ class LookupDraft:
 
 
 @torch.inference_mode()
-def assisted_loop(model: GPT2, run, draft, sampler: Sampler | None, hooks=None):
+def assisted_loop(model, run, draft, sampler: Sampler | None, hooks=None):
     """The loop of generation/__init__.py, a round at a time: a Step per new token, the first of each round
     saying how many tokens were drafted and accepted; returns (sequences, None)."""
     out, T, cache, config = run.out, run.prompt_length, run.cache, run.config

@@ -12,7 +12,7 @@ import torch
 
 from ..cache import KVCache
 from ..hooks import Hook
-from ..model import GPT2, Mask
+from ..mask import Mask
 
 _compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its compiled step, made once
 
@@ -31,7 +31,7 @@ class SlotWrites:
         return self.cache.keys[layer], self.cache.values[layer]  # [B, H, max_len, D]
 
 
-def decode_step(model: GPT2, tokens: torch.Tensor, cache: KVCache, slot: torch.Tensor, visible: torch.Tensor):
+def decode_step(model, tokens: torch.Tensor, cache: KVCache, slot: torch.Tensor, visible: torch.Tensor):
     """Next-token logits [B, V] for one new token per row, with the same shapes at every step.
 
     tokens [B, 1] go into cache slot `slot`; visible [B, max_len] marks the slots each row attends to:
@@ -39,16 +39,16 @@ def decode_step(model: GPT2, tokens: torch.Tensor, cache: KVCache, slot: torch.T
     """
     positions = visible.sum(dim=-1, keepdim=True) - 1  # [B, 1]: real tokens before this one
     mask = Mask(visible[:, None, None, :])
-    return model.run(tokens, positions, mask, SlotWrites(cache, slot), Hook())[:, -1]
+    return model.compute_logits(tokens, positions, mask, SlotWrites(cache, slot), Hook())[:, -1]
 
 
-def compiled_step(model: GPT2):
+def compiled_step(model):
     if model not in _compiled:
         _compiled[model] = torch.compile(decode_step, mode="reduce-overhead", fullgraph=True)
     return _compiled[model]
 
 
-def scorer(model: GPT2, T: int, mask, cache: KVCache, prompt: Callable) -> Callable[[torch.Tensor], torch.Tensor]:
+def scorer(model, T: int, mask, cache: KVCache, prompt: Callable) -> Callable[[torch.Tensor], torch.Tensor]:
     """As the loop's scorer: the prompt through `prompt` (one ordinary forward pass that fills the cache),
     then every token through the compiled step."""
     step = compiled_step(model)

@@ -2,13 +2,17 @@
 
 The names and meanings are those of transformers' GenerationConfig. A value is checked when it is
 made, before any forward pass; what depends on the model or the prompt (the vocabulary, the context)
-is checked by the loop as it starts.
+is checked by the loop as it starts. A checkpoint's own defaults (its generation_config.json) are read
+here too, with transformers' rules.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
+
+from ..checkpoint import Checkpoint, CheckpointError, first_line
 
 SAMPLING_ONLY = ("temperature", "top_k", "top_p")
 NUMBERS = ("temperature", "top_p", "repetition_penalty", "length_penalty", "max_time", "assistant_confidence_threshold")
@@ -208,12 +212,12 @@ class GenerationConfig:
                 raise ValueError(f"{name} holds the eos token back, so it needs eos_token_id")
 
 
+FIELDS = tuple(f.name for f in dataclasses.fields(GenerationConfig))  # every option, in their order
 VALUED = {f.name for f in dataclasses.fields(GenerationConfig) if f.default is not None}  # None means the default
 
 
 def _check_names(options: dict) -> None:
-    known = {f.name for f in dataclasses.fields(GenerationConfig)}
-    unknown = sorted(set(options) - known)
+    unknown = sorted(set(options) - set(FIELDS))
     if unknown:
         raise TypeError(f"unknown generation option {unknown[0]!r}; the options are GenerationConfig's fields")
 
@@ -245,3 +249,38 @@ def _stop_strings(stop_strings) -> tuple[str, ...]:
     if not isinstance(strings, (list, tuple)) or not strings or not all(isinstance(s, str) and s for s in strings):
         raise ValueError("stop_strings must be a non-empty string or a list of them")
     return tuple(strings)
+
+
+# Fields of transformers' GenerationConfig that change what it generates and minigpt2 does not compute:
+# set to anything but their neutral value, they are named in a warning rather than silently dropped.
+NOT_COMPUTED = (
+    "typical_p", "epsilon_cutoff", "eta_cutoff", "min_p", "top_h", "num_beam_groups", "diversity_penalty",
+    "penalty_alpha", "suppress_tokens", "begin_suppress_tokens", "sequence_bias", "renormalize_logits",
+    "exponential_decay_length_penalty", "encoder_repetition_penalty", "guidance_scale", "forced_bos_token_id",
+    "force_words_ids", "constraints", "dola_layers", "watermarking_config",
+)  # fmt: skip
+NEUTRAL = (None, False, 0, 0.0, 1, 1.0, [], {})
+
+
+def read_generation_defaults(checkpoint: Checkpoint) -> tuple[dict, str]:
+    """The checkpoint's generation defaults and where they come from, with transformers' rules: its
+    generation_config.json when it has one (and then nothing from config.json), else config.json's special
+    tokens (and any generation field written there, as older checkpoints did). Unknown fields are ignored;
+    a bad value in a known one is a one-line error naming the file and the field."""
+    path = checkpoint.path("generation_config.json")
+    raw = checkpoint.read_json("generation_config.json") if path is not None else checkpoint.config
+    source = str(path) if path is not None else "config.json"
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{source} is not a JSON object of generation settings")
+    defaults = {k: v for k, v in raw.items() if k in FIELDS and v is not None}
+    if "max_new_tokens" in defaults:
+        defaults.pop("max_length", None)  # as transformers: max_new_tokens wins
+    if path is not None:
+        ignored = [k for k in NOT_COMPUTED if raw.get(k) not in NEUTRAL]
+        if ignored:
+            warnings.warn(f"{source} sets {', '.join(ignored)}, which minigpt2 does not compute; they are ignored")
+    try:
+        GenerationConfig(**defaults)
+    except ValueError as e:
+        raise CheckpointError(f"{source}: {first_line(e)}") from None
+    return defaults, source

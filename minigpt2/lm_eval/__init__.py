@@ -23,7 +23,7 @@ try:
 except ImportError:
     raise ImportError('minigpt2.lm_eval needs the evaluation harness: pip install "minigpt2[eval]"') from None
 
-from ..loading import load
+from .. import load
 from ..model import GPT2
 from ..scoring import loglikelihood
 from ..tokenizer import Tokenizer

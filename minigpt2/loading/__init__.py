@@ -1,32 +1,39 @@
 """A GPT2 from a resolved checkpoint: the model is built on the meta device (no memory, no random init),
-its modules are swapped where an option asks (int8, fast kernels), and the checkpoint's tensors are
-attached as they are read. The load options are spelled once, in LoadOptions.
+the module swaps an option asks for (int8, fast kernels, weight processing) plug in around the reading,
+and the checkpoint's tensors are attached as they are read. The load options are spelled once, in
+LoadOptions.
 
-    model = GPT2.from_pretrained("gpt2-medium", dtype="bfloat16")      # resolves, then loads
-    model, tokenizer = minigpt2.load("gpt2-medium")                    # both from one resolution
-    model = GPT2.from_pretrained("x.pth", config="skt/kogpt2-base-v2")  # a state dict over a base's config
-    model = GPT2.from_pretrained("out/ckpt.pt")                         # nanoGPT (formats.py); llm.c's .bin too
-    model = GPT2.from_pretrained("./my-lora")                           # a PEFT adapter, merged (lora.py)
+    model = GPT2.from_pretrained("gpt2-medium", dtype="bfloat16")    # resolves, then loads
+    model, tokenizer = minigpt2.load("gpt2-medium")                  # both from one resolution
+    model = GPT2.from_pretrained("x.pth", base="skt/kogpt2-base-v2")  # a state dict over a base's config
+    model = GPT2.from_pretrained("out/ckpt.pt")                       # nanoGPT (formats.py); llm.c's .bin too
+    model = GPT2.from_pretrained("./my-lora")                         # a PEFT adapter, merged (lora.py)
+
+This package never imports the model: the class to build is given (GPT2.from_pretrained passes itself).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from dataclasses import dataclass
 
 import torch
 
-from .. import kernels, quantize
 from ..checkpoint import Checkpoint, CheckpointError, first_line, resolve
-from ..model import GPT2
-from ..processing import Processing, process_weights
+from ..config import GPT2Config
+from ..generation.config import read_generation_defaults
+from ..interp.processing import Processing
 from ..tokenizer import Tokenizer
-from .config import read_config, read_generation_defaults
+from .config_file import read_config
 from .formats import GPT2_EOS
 from .lora import merge_adapter
+from .swaps import SCHEMES, ModuleSwap, swaps_for
 from .weights import read_sources, read_weights
 
 GPT2_VOCAB = GPT2_EOS + 1
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PROCESSING_STEPS = tuple(f.name for f in dataclasses.fields(Processing))  # TransformerLens's keywords
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ class LoadOptions:
     quantize="int8": projections and LM head as int8 (quantize.py); opt-in, approximate.
     fast=True: fp32 projections copied to [out, in] and multiplied by oneDNN where it is faster
         (kernels.py); slower to load, rounded unlike transformers'.
-    process: TransformerLens's weight processing (processing.py): True for all four steps, or a
+    process: TransformerLens's weight processing (interp/processing.py): True for all four steps, or a
         Processing naming some; the logits shift by a constant per position (center_unembed).
     """
 
@@ -51,13 +58,30 @@ class LoadOptions:
     def __post_init__(self):
         object.__setattr__(self, "device", check_device(self.device))
         object.__setattr__(self, "dtype", _check_dtype(self.dtype))
-        quantize.check(self.quantize)
+        if self.quantize is not None and self.quantize not in SCHEMES:
+            raise ValueError(f"quantize must be one of {', '.join(SCHEMES)} (or None), got {self.quantize!r}")
         if self.process and self.quantize:
             raise ValueError("weight processing edits floating-point weights: give process= or quantize=, not both")
 
+    @classmethod
+    def build(cls, **options) -> LoadOptions:
+        """LoadOptions from keywords, taking TransformerLens's too: from_pretrained(name, fold_ln=True,
+        center_writing_weights=True, center_unembed=True, fold_value_biases=True) is process=True, and,
+        as in TransformerLens, a step that is not named is applied (fold_ln=False: the other three)."""
+        steps = {name: options.pop(name) for name in PROCESSING_STEPS if name in options}
+        if steps:
+            if options.get("process"):
+                raise ValueError(f"give process= or TransformerLens's keywords ({', '.join(steps)}), not both")
+            options["process"] = Processing(**steps)
+        return cls(**options)
 
-def load_model(checkpoint: Checkpoint, options: LoadOptions | None = None) -> GPT2:
-    options = options or LoadOptions()
+    @property
+    def swaps(self) -> list[ModuleSwap]:
+        return swaps_for(self)
+
+
+def load_model(checkpoint: Checkpoint, options: LoadOptions, model_class):
+    """A model_class (GPT2) with the checkpoint's weights, loaded as the options ask."""
     if checkpoint.adapter is not None and options.quantize is not None:
         raise ValueError("a LoRA adapter is merged into float weights; load it without quantize=")
     # A folder shows first that it is a checkpoint (its config.json); a weights file may state its own shape.
@@ -67,49 +91,60 @@ def load_model(checkpoint: Checkpoint, options: LoadOptions | None = None) -> GP
     stated = getattr(sources[0], "config", None)  # nanoGPT's and llm.c's files state their own shape
     config = stated or config or read_config(checkpoint)
     with torch.device("meta"):
-        model = GPT2(config)
-    convert = None
-    if options.quantize is not None:
-        convert = quantize.prepare_int8(model, options.device)
-    elif options.fast and options.device.type == "cpu":
-        kernels.swap_linears(model, kernels.OneDNNLinear.like)
-    tied = config.tie_word_embeddings
+        model = model_class(config)
+    swaps = options.swaps
+    converts = [convert for swap in swaps if (convert := swap.prepare(model, options.device)) is not None]
     state = read_weights(
-        sources, device=options.device, dtype=options.dtype, tied=tied, copy=options.fast, convert=convert
+        sources,
+        device=options.device,
+        dtype=options.dtype,
+        tied=config.tie_word_embeddings,
+        copy=any(swap.copies_weights for swap in swaps),
+        convert=converts[0] if converts else None,  # int8 is the only swap that converts, and excludes the others
     )
     against = f"the shape {sources[0].stated_by} give" if stated else f"{checkpoint.label}'s config.json"
     _check_tensors(model, state, files[0] if len(files) == 1 else files[0].parent, against)
     if checkpoint.adapter is not None:
         merge_adapter(state, checkpoint.adapter)
     model.load_state_dict(state, assign=True, strict=False)  # names and shapes are checked above
-    if options.quantize is None:
-        model.tie_weights()
-    elif tied:
-        quantize.quantize_tied_head(model)
-    if options.process:
-        process_weights(model, options.process if isinstance(options.process, Processing) else None)
+    model.tie_weights()
+    for swap in swaps:
+        swap.finish(model)
+    model.checkpoint = checkpoint
     if checkpoint.config is not None:  # else the model's own: a file that states its shape may come alone
         model.generation_defaults, model.generation_defaults_source = read_generation_defaults(checkpoint)
     return model.eval()
 
 
-def from_pretrained(cls, name_or_path, *, revision: str | None = None, config=None, **options) -> GPT2:
-    """Load an official checkpoint by name ("gpt2-medium"), a hub repo ("org/name"), or a local path: a
-    checkpoint folder, a weights file (safetensors, a torch.save state dict, nanoGPT's ckpt.pt, llm.c's .bin)
-    or a PEFT LoRA adapter folder. revision: a hub branch, tag or commit. config: the base checkpoint whose
-    config.json and tokenizer a weights file or an adapter borrows. options: LoadOptions' (device, dtype, ...)."""
-    return load_model(resolve(name_or_path, revision, base=config), LoadOptions(**options))
+def resolve_for_loading(name_or_path, revision: str | None, base, config) -> Checkpoint:
+    """The checkpoint to load: base= names a base checkpoint (its config.json and tokenizer) for a weights
+    file or an adapter; config= was its old name, and now, as in transformers, is a GPT2Config."""
+    if config is not None and not isinstance(config, GPT2Config):
+        warnings.warn(
+            "config= naming a base checkpoint is now base= (--base); config= takes a GPT2Config, as in transformers",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        if base is not None:
+            raise ValueError("give the base checkpoint once, as base=")
+        base, config = config, None
+    if config is not None:
+        raise ValueError(
+            "config=GPT2Config(...) builds a new model: use GPT2(config); to load weights over another "
+            "checkpoint's config.json, give base=NAME"
+        )
+    return resolve(name_or_path, revision, base=base)
 
 
-def load(name_or_path, *, revision: str | None = None, config=None, **options) -> tuple[GPT2, Tokenizer]:
+def load(model_class, name_or_path, *, revision: str | None = None, base=None, config=None, **options):
     """The model and its tokenizer, from one resolution of the checkpoint (so, from the same snapshot)."""
-    options = LoadOptions(**options)  # checked before anything is read
-    checkpoint = resolve(name_or_path, revision, base=config)
-    model = load_model(checkpoint, options)
+    options = LoadOptions.build(**options)  # checked before anything is read
+    checkpoint = resolve_for_loading(name_or_path, revision, base, config)
+    model = load_model(checkpoint, options, model_class)
     return model, Tokenizer.from_checkpoint(tokenizer_checkpoint(checkpoint, model))
 
 
-def tokenizer_checkpoint(checkpoint: Checkpoint, model: GPT2) -> Checkpoint:
+def tokenizer_checkpoint(checkpoint: Checkpoint, model) -> Checkpoint:
     """Where the model's tokenizer is: its checkpoint's files, or, for a file that came alone (nanoGPT's
     ckpt.pt, llm.c's .bin: no config.json, no tokenizer beside it) with GPT-2's vocabulary, GPT-2's own."""
     if checkpoint.config is not None or checkpoint.files & {"tokenizer.json", "vocab.json"}:
@@ -117,18 +152,18 @@ def tokenizer_checkpoint(checkpoint: Checkpoint, model: GPT2) -> Checkpoint:
     if model.config.vocab_size < GPT2_VOCAB:
         raise CheckpointError(
             f"{checkpoint.weights_file} has a {model.config.vocab_size}-token vocabulary, not GPT-2's, and no "
-            "tokenizer beside it; give a base checkpoint that has its tokenizer: config=BASE (--config BASE)"
+            "tokenizer beside it; give a base checkpoint that has its tokenizer: base=BASE (--base BASE)"
         )
     try:
         return resolve("gpt2")
     except CheckpointError as e:
         raise CheckpointError(
             f"{checkpoint.weights_file} has no tokenizer beside it, so GPT-2's is read, and {first_line(e)}; or give "
-            "a base checkpoint that has the tokenizer: config=BASE (--config BASE)"
+            "a base checkpoint that has the tokenizer: base=BASE (--base BASE)"
         ) from None
 
 
-def _check_tensors(model: GPT2, state: dict[str, torch.Tensor], where, against: str) -> None:
+def _check_tensors(model, state: dict[str, torch.Tensor], where, against: str) -> None:
     expected = {name: p.shape for name, p in model.state_dict().items()}
     if model.config.tie_word_embeddings:  # wte itself, or (int8) quantized from it
         expected = {name: shape for name, shape in expected.items() if not name.startswith("lm_head.")}

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CheckpointError, first_line
-from ..model import GPT2Config
+from ..config import GPT2Config
 
 GPT2_EOS = 50256  # <|endoftext|>, the last of GPT-2's 50257 tokens
 LLMC_MAGIC = 20240326

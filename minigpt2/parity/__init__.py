@@ -15,7 +15,7 @@ comparison could not run (bad arguments, a checkpoint that does not load).
     minigpt2 parity gpt2-medium
     minigpt2 parity ./my-finetuned-gpt2 --dtype bfloat16 --json parity.json
     minigpt2 parity distilgpt2 --device cuda
-    minigpt2 parity x.pth --config skt/kogpt2-base-v2        # a state dict over its base
+    minigpt2 parity x.pth --base skt/kogpt2-base-v2          # a state dict over its base
     minigpt2 parity out/ckpt.pt                              # nanoGPT (llm.c's .bin likewise)
     minigpt2 parity ./my-lora                                # a PEFT adapter: against PeftModel
 
@@ -29,15 +29,11 @@ Needs transformers, the reference: pip install "minigpt2[parity]".
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from pathlib import Path
-
 import torch
 
-from ..checkpoint import CheckpointError, resolve
-from ..loading import DTYPES, LoadOptions, load_model, tokenizer_checkpoint
+from ..checkpoint import resolve
+from ..loading import LoadOptions, load_model, tokenizer_checkpoint
+from ..model import GPT2
 from ..tokenizer import Tokenizer
 
 PROMPTS = {
@@ -57,34 +53,16 @@ THRESHOLDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="minigpt2 parity",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("model", metavar="MODEL", help="official name, hub repo org/name, or local path")
-    parser.add_argument("--revision", metavar="REV", help="hub branch, tag or commit (default: main)")
-    parser.add_argument(
-        "--config", metavar="BASE", help="the base checkpoint of a weights file or a LoRA adapter (see minigpt2 --help)"
-    )
-    parser.add_argument("--dtype", choices=DTYPES, default="float32")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON ('-' for stdout only)")
-    return parser
-
-
 def compare(
-    model: str, *, dtype: str = "float32", device: str = "cpu", revision: str | None = None, config=None
+    model: str, *, dtype: str = "float32", device: str = "cpu", revision: str | None = None, base=None
 ) -> dict:
     """The whole report as a dictionary (what --json writes). Both libraries read the same resolved files.
-    config: the base checkpoint of a weights file or a LoRA adapter (as from_pretrained's)."""
+    base: the base checkpoint of a weights file or a LoRA adapter (as from_pretrained's)."""
     from .reference import reference_model, reference_tokenizer  # transformers, only when a comparison runs
 
     options = LoadOptions(device=device, dtype=dtype)
-    checkpoint = resolve(model, revision, base=config)
-    ours = load_model(checkpoint, options)
+    checkpoint = resolve(model, revision, base=base)
+    ours = load_model(checkpoint, options, GPT2)
     theirs = reference_model(checkpoint, options.dtype, options.device, ours)
     tokenizer_files = tokenizer_checkpoint(checkpoint, ours)
     tokenizer = Tokenizer.from_checkpoint(tokenizer_files)
@@ -166,42 +144,3 @@ def _failures(report: dict, limits: dict) -> list[str]:
         if not p["tokenizer_identical"]:
             failures.append(f"{name}: the tokenizers disagree")
     return failures
-
-
-def print_report(r: dict) -> None:
-    print(f"minigpt2 parity: {r['model']}, {r['dtype']}, {r['device']}")
-    print(f"{'prompt':9}{'tokens':>7}{'logits max':>12}{'mean':>10}{'top-1':>8}{'top-5':>8}  greedy       tokenizer")
-    for name, p in r["prompts"].items():
-        if "greedy_tokens" not in p:
-            greedy = "(no room)"
-        elif p["greedy_first_difference"] is None:
-            greedy = f"same {p['greedy_tokens']}"
-        else:
-            greedy = f"differ @{p['greedy_first_difference']}"
-        print(
-            f"{name:9}{p['tokens']:7d}{p['logits_max_difference']:12.2e}{p['logits_mean_difference']:10.2e}"
-            f"{p['top1_agreement']:8.1%}{p['top5_agreement']:8.1%}  {greedy:12} "
-            f"{'same' if p['tokenizer_identical'] else 'DIFFERENT'}"
-        )
-    stream = r["residual_stream_max_difference"]
-    cells = [f"{i}:{d:.1e}" for i, d in enumerate(stream[:-1])] + [f"ln_f:{stream[-1]:.1e}"]
-    print("residual stream into each block, max abs difference: " + " ".join(cells))
-    if r["first_drifting_layer"] is not None:
-        print(f"first layer past the threshold: {cells[r['first_drifting_layer']].split(':')[0]}")
-    print("PASS" if r["passed"] else "FAIL: " + "; ".join(r["failures"]))
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        report = compare(args.model, dtype=args.dtype, device=args.device, revision=args.revision, config=args.config)
-    except (CheckpointError, ValueError, OSError, ImportError) as e:
-        print(f"minigpt2 parity: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    if args.json == "-":
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-        if args.json:
-            Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    return 0 if report["passed"] else 1

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from minigpt2 import GPT2
-from minigpt2.parity.checkpoints import write_checkpoint
+from minigpt2.testing.checkpoints import write_checkpoint
 
 
 def assisted_drafts(model, folder: Path) -> dict:

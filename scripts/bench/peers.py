@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minigpt2 import resolve
+from minigpt2 import GPT2, resolve
 from minigpt2.gguf import export_gguf, vocabulary
-from minigpt2.loading import load_model
+from minigpt2.loading import LoadOptions, load_model
 
 GGUF_TYPES = ("f32", "bf16", "q8_0")
 
@@ -38,7 +38,7 @@ def write_ggufs(path: str, folder: Path, types=GGUF_TYPES) -> dict[str, Path]:
     """The checkpoint as one GGUF per type. A checkpoint without a tokenizer (the benchmark's random one)
     gets a placeholder vocabulary: the benchmark feeds token ids, and llama.cpp only needs one to load."""
     checkpoint = resolve(path)
-    model = load_model(checkpoint)
+    model = load_model(checkpoint, LoadOptions(), GPT2)
     try:
         tokens, merges, special = vocabulary(checkpoint)
     except (OSError, ValueError):
@@ -163,7 +163,7 @@ def bandwidth_probes(n_bytes: int, device) -> tuple[dict, str | None]:
     matrix-vector product the bound is usually probed with; "oneDNN": its product on a matrix in the
     order it reads fastest (the CPU); "sum": a plain reduction. The bound is the fastest of them.
     """
-    from minigpt2.kernels import OneDNNLinear
+    from minigpt2.loading.kernels import OneDNNLinear
 
     columns = 1024
     matrix = torch.randn(n_bytes // 4 // columns, columns, device=device)

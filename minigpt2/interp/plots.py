@@ -11,7 +11,7 @@ def _axes(ax, size=(7, 4)):
     try:
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError('minigpt2.plots draws with matplotlib: pip install "minigpt2[plots]"') from None
+        raise ImportError('minigpt2.interp.plots draws with matplotlib: pip install "minigpt2[plots]"') from None
     return ax if ax is not None else plt.subplots(figsize=size)[1]
 
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .model import GPT2
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class Processing:
 
 
 @torch.no_grad()
-def process_weights(model: GPT2, processing: Processing | None = None, **steps) -> GPT2:
+def process_weights(model, processing: Processing | None = None, **steps):
     """Apply the steps in place (steps: Processing's fields, each True by default) and return the model."""
     p = dataclasses.replace(processing or Processing(), **steps)
     linears = [m for block in model.h for m in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj)]
@@ -76,7 +75,7 @@ def process_weights(model: GPT2, processing: Processing | None = None, **steps) 
     return model
 
 
-def _untied_head(model: GPT2) -> tuple[torch.Tensor, torch.Tensor]:
+def _untied_head(model) -> tuple[torch.Tensor, torch.Tensor]:
     """Give the model an LM head of its own, with a bias, and return its weight [V, C] and bias [V] to edit."""
     old = model.lm_head
     head = nn.Linear(old.in_features, old.out_features, bias=True, device=old.weight.device, dtype=old.weight.dtype)

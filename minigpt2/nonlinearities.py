@@ -18,7 +18,7 @@ def _gelu_tanh(x):
     return F.gelu(x, approximate="tanh")
 
 
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+NONLINEARITIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu_new": _gelu_tanh,
     "gelu_pytorch_tanh": _gelu_tanh,
     "gelu_python_tanh": _gelu_tanh,

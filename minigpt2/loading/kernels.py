@@ -11,8 +11,6 @@ logits: hence opt-in. (In bf16, oneDNN was no faster than F.linear in the benchm
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,16 +45,3 @@ def _suits_onednn(x, weight, bias) -> bool:
     wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias) if t is not None)
     in_order = weight.is_contiguous()
     return few_rows and on_cpu and in_order and not wants_grad and not torch.compiler.is_compiling()
-
-
-def swap_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> list[tuple[str, nn.Module]]:
-    """Put make(linear) in place of every nn.Linear of the model (the projections and the LM head), as
-    gpt-fast swaps modules; returns (name, new module) for each."""
-    swapped = []
-    for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Linear):
-            parent, _, attribute = name.rpartition(".")
-            replacement = make(module)
-            setattr(model.get_submodule(parent), attribute, replacement)
-            swapped.append((name, replacement))
-    return swapped

@@ -24,9 +24,8 @@ from huggingface_hub import hf_hub_download
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .checkpoint import CheckpointError, first_line
-from .hooks import check_names
-from .model import GPT2
+from ..checkpoint import CheckpointError, first_line
+from ..hooks import check_names
 
 ARCHITECTURES = ("standard", "jumprelu", "topk")
 NORMALIZATIONS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
@@ -147,7 +146,7 @@ class SAE(nn.Module):
         return {self.hook_name: splice}
 
 
-def run_with_sae(model: GPT2, input_ids, sae: SAE, *, use_error_term: bool = False, **forward_kwargs):
+def run_with_sae(model, input_ids, sae: SAE, *, use_error_term: bool = False, **forward_kwargs):
     """Logits with the SAE spliced in, and its feature activations [B, T, d_sae]."""
     check_names(model.hook_names(), [sae.hook_name])
     keep: dict = {}
@@ -162,7 +161,7 @@ def top_features(features: torch.Tensor, k: int = 10) -> tuple[torch.Tensor, tor
 
 
 @torch.no_grad()
-def reconstruction_loss(model: GPT2, input_ids: torch.Tensor, sae: SAE) -> dict:
+def reconstruction_loss(model, input_ids: torch.Tensor, sae: SAE) -> dict:
     """What the reconstruction costs, as SAELens's evals measure it: the next-token loss (mean cross-entropy)
     of the clean run, with the SAE spliced in, and with the activation zeroed; the loss delta, the share of
     the zero-ablation's loss the SAE recovers, and the KL divergence of each from the clean distribution."""

@@ -25,7 +25,6 @@ from collections.abc import Callable
 import torch
 
 from .internals import run_with_cache
-from .model import GPT2
 
 HOOKS = {
     "resid_pre": "blocks.{}.hook_resid_pre",
@@ -37,7 +36,7 @@ HOOKS = {
 
 @torch.inference_mode()
 def activation_patching(
-    model: GPT2,
+    model,
     clean_ids: torch.Tensor,
     corrupted_ids: torch.Tensor,
     metric: Callable[[torch.Tensor], torch.Tensor],
@@ -63,7 +62,7 @@ def activation_patching(
     return values.view(shape)
 
 
-def _check_sweep(model: GPT2, clean_ids, corrupted_ids, point: str) -> tuple[int, int]:
+def _check_sweep(model, clean_ids, corrupted_ids, point: str) -> tuple[int, int]:
     if point not in HOOKS:
         raise ValueError(f"point must be one of {', '.join(HOOKS)}, got {point!r}")
     if clean_ids.shape != corrupted_ids.shape or clean_ids.size(0) != 1:
@@ -74,7 +73,7 @@ def _check_sweep(model: GPT2, clean_ids, corrupted_ids, point: str) -> tuple[int
     return model.config.n_layer, clean_ids.size(1)
 
 
-def run_patches(model: GPT2, corrupted_ids, clean: dict, names: list[str], patches, metric, batch_size: int):
+def run_patches(model, corrupted_ids, clean: dict, names: list[str], patches, metric, batch_size: int):
     """[len(patches)] metric values; a patch is (layer, head or None for all, position or None for all)."""
     T = corrupted_ids.size(1)
     prefix = model.new_cache(1, T)
@@ -120,7 +119,7 @@ def _patching_hooks(patches, clean: dict, names: list[str], start: int) -> dict:
 
 
 def attribution_patching(
-    model: GPT2,
+    model,
     clean_ids: torch.Tensor,
     corrupted_ids: torch.Tensor,
     metric: Callable[[torch.Tensor], torch.Tensor],

@@ -40,12 +40,11 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from .hooks import check_names, with_point
-from .model import GPT2
+from ..hooks import check_names, with_point
 
 
 def run_with_cache(
-    model: GPT2,
+    model,
     input_ids: torch.Tensor,
     names: Iterable[str] | Callable[[str], bool] | None = None,
     *,
@@ -101,13 +100,13 @@ def run_with_cache(
     return logits.detach(), cache
 
 
-def attention_patterns(model: GPT2, input_ids: torch.Tensor, **forward_kwargs) -> torch.Tensor:
+def attention_patterns(model, input_ids: torch.Tensor, **forward_kwargs) -> torch.Tensor:
     """Every layer's attention pattern, [n_layer, B, H, query, key]; each row sums to 1."""
     _, acts = run_with_cache(model, input_ids, lambda name: name.endswith("attn.hook_pattern"), **forward_kwargs)
     return torch.stack(list(acts.values()))
 
 
-def logit_lens(model: GPT2, input_ids: torch.Tensor, **forward_kwargs) -> torch.Tensor:
+def logit_lens(model, input_ids: torch.Tensor, **forward_kwargs) -> torch.Tensor:
     """Next-token probabilities read off the residual stream after each block, [n_layer, B, T, V].
 
     Each block's output goes through the final LayerNorm and the tied unembedding, as the last

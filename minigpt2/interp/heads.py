@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 
 from .internals import attention_patterns
-from .model import GPT2
 
 KINDS = ("previous_token", "duplicate_token", "induction")
 
@@ -34,7 +33,7 @@ def detection_pattern(kind: str, tokens: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def head_scores(
-    model: GPT2,
+    model,
     tokens: torch.Tensor,
     pattern: str | torch.Tensor,
     *,
@@ -86,7 +85,7 @@ def repeated_random_tokens(vocab_size: int, seq_len: int, batch: int = 1, *, see
 
 @torch.inference_mode()
 def induction_scores(
-    model: GPT2, tokens: torch.Tensor | None = None, *, seq_len: int = 50, batch: int = 10, seed: int = 0
+    model, tokens: torch.Tensor | None = None, *, seq_len: int = 50, batch: int = 10, seed: int = 0
 ) -> torch.Tensor:
     """The demos' induction score [n_layer, n_head]: on a sequence repeated twice (tokens [B, 2L], or
     [B, 2L + 1] with a bos first; default: repeated_random_tokens of seq_len), the mean attention from each

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import torch
 
 from .internals import run_with_cache
-from .model import GPT2
 
 
 @dataclass
@@ -39,7 +38,7 @@ class Attribution:
     logit: torch.Tensor  # [B]: the model's own logit (difference), which contributions + bias add up to
 
 
-def accumulated_resid(model: GPT2, input_ids: torch.Tensor, **forward_kwargs) -> tuple[list[str], torch.Tensor]:
+def accumulated_resid(model, input_ids: torch.Tensor, **forward_kwargs) -> tuple[list[str], torch.Tensor]:
     """The stream into each block and out of the last: labels and [n_layer + 1, B, T, C]."""
     names = [f"blocks.{i}.hook_resid_pre" for i in range(model.config.n_layer)]
     names.append(f"blocks.{model.config.n_layer - 1}.hook_resid_post")
@@ -48,7 +47,7 @@ def accumulated_resid(model: GPT2, input_ids: torch.Tensor, **forward_kwargs) ->
     return labels, torch.stack([acts[name] for name in names])
 
 
-def decompose_resid(model: GPT2, input_ids: torch.Tensor, *, heads: bool = False, **forward_kwargs) -> Decomposition:
+def decompose_resid(model, input_ids: torch.Tensor, *, heads: bool = False, **forward_kwargs) -> Decomposition:
     """The pieces that sum to the stream into the final LayerNorm. heads=True splits each attention
     output into its heads' results ("L{i}H{h}") and c_proj's bias ("L{i} attn bias")."""
     L = model.config.n_layer
@@ -71,7 +70,7 @@ def decompose_resid(model: GPT2, input_ids: torch.Tensor, *, heads: bool = False
     return Decomposition(labels, torch.stack(pieces), acts["ln_final.hook_scale"], logits)
 
 
-def apply_ln(model: GPT2, stack: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def apply_ln(model, stack: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """The final LayerNorm applied to each piece of a stack [..., B, T, C] linearly: centred, divided by
     the scale of the real run [B, T, 1], times ln_f's weight. (Its bias belongs to no piece.)"""
     centred = stack - stack.mean(dim=-1, keepdim=True)
@@ -79,7 +78,7 @@ def apply_ln(model: GPT2, stack: torch.Tensor, scale: torch.Tensor) -> torch.Ten
 
 
 def direct_logit_attribution(
-    model: GPT2, input_ids: torch.Tensor, token, other=None, *, position: int = -1, heads: bool = False, tokenizer=None
+    model, input_ids: torch.Tensor, token, other=None, *, position: int = -1, heads: bool = False, tokenizer=None
 ) -> Attribution:
     """Each piece's direct contribution to the logit of `token` at `position` (default: the last), or
     to the difference logit(token) - logit(other). Tokens are ids, or texts of one token (with tokenizer=)."""
@@ -95,7 +94,7 @@ def direct_logit_attribution(
 
 
 def logit_contributions(
-    model: GPT2, parts: Decomposition, positions: list[int], directions: torch.Tensor
+    model, parts: Decomposition, positions: list[int], directions: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each piece's direct contribution along a direction in the unembedding space at each position:
     directions [P, C] (W_U[token], or a difference of two rows) at positions [P] give [K, B, P], and

@@ -5,7 +5,7 @@ scale per output channel (symmetric: w ~ q * scale, q in -127..127, scale = max 
 multiplied by torch's weight-only int8 kernel, which reads a quarter of fp32's bytes per token.
 Everything else (embeddings, LayerNorms, biases, the residual stream) stays as loaded. The modules are
 swapped before the checkpoint is read, and each weight is quantized as it is read, so the fp32 model is
-never held whole.
+never held whole (swaps.py).
 
 It changes the numbers: the benchmark measures how far from fp32 (and README says).
 """
@@ -15,8 +15,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from .kernels import swap_linears
 
 SCHEMES = ("int8",)
 ROWS_AT_ONCE = 256  # rows quantized together, in one reused buffer: a few MB, whatever the matrix
@@ -39,6 +37,11 @@ class Int8Linear(nn.Module):
     @classmethod
     def like(cls, linear: nn.Linear) -> Int8Linear:
         return cls(linear.in_features, linear.out_features, linear.bias is not None, device=linear.weight.device)
+
+    def load_rows(self, weight: torch.Tensor) -> None:
+        """Quantize a float [out, in] weight into this module (a tied head, from the loaded wte)."""
+        q, self.scales = quantize_rows(weight)
+        self.qweight = nn.Parameter(q, requires_grad=False)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -71,7 +74,7 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scales = torch.empty(out_features, dtype=torch.float32, device=weight.device)
     buffer = torch.empty(min(ROWS_AT_ONCE, out_features), in_features, device=weight.device)
     for start in range(0, out_features, ROWS_AT_ONCE):
-        rows = weight[start : start + ROWS_AT_ONCE]
+        rows = weight[start : start + ROWS_AT_ONCE].float()  # bf16 and fp16 weights are quantized from fp32
         work = buffer[: len(rows)]
         torch.abs(rows, out=work)
         scale = scales[start : start + len(rows)]
@@ -80,31 +83,3 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         torch.div(rows, scale[:, None], out=work)
         q[start : start + len(rows)] = work.round_().clamp_(-127, 127)
     return q, scales
-
-
-def check(quantize: str | None) -> None:
-    if quantize is not None and quantize not in SCHEMES:
-        raise ValueError(f"quantize must be one of {', '.join(SCHEMES)} (or None), got {quantize!r}")
-
-
-def prepare_int8(model, device: torch.device):
-    """Swap the (meta) model's projections and LM head for Int8Linear, and return the reader's conversion:
-    each of their weights becomes int8 rows and scales on `device` as it is read. Other tensors, and a
-    head tied to the token embedding (quantize_tied_head, once wte is loaded), are left to the reader."""
-    int8 = {name for name, _ in swap_linears(model, Int8Linear.like)}
-
-    def convert(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor] | None:
-        module = name.removesuffix(".weight")
-        if module not in int8 or not name.endswith(".weight"):
-            return None
-        q, scales = quantize_rows(tensor)
-        return {f"{module}.qweight": q.to(device), f"{module}.scales": scales.to(device)}
-
-    return convert
-
-
-def quantize_tied_head(model) -> None:
-    """The int8 LM head of a model whose head is its token embedding: quantized from the loaded wte, which
-    stays as it is for the lookups."""
-    q, model.lm_head.scales = quantize_rows(model.wte.weight)
-    model.lm_head.qweight = nn.Parameter(q, requires_grad=False)
