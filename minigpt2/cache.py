@@ -1,6 +1,9 @@
 """The KV cache: every layer's keys and values, preallocated and filled in place, so that each step of the
-loop feeds only its new tokens. It owns its writes and its length; beam search reorders its rows,
-activation patching copies a prefix into a fresh one, assisted decoding rolls it back."""
+loop feeds only its new tokens. It is the only writer of its tensors and of its length, as gpt-fast's
+KVCache is: a forward pass reserves the slots of its tokens (reserve), and every layer writes there
+(write), in the eager forward and in the compiled decode step alike; beam search reorders its rows
+(reorder), activation patching copies a prefix into a fresh one (copy_prefix), assisted decoding rolls
+it back (rollback)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ class KVCache:
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0
+        self.slots: slice | torch.Tensor = slice(0, 0)  # where this call's tokens go (reserve)
 
     @property
     def max_len(self) -> int:
@@ -25,16 +29,24 @@ class KVCache:
     def batch_size(self) -> int:
         return self.keys.size(1)
 
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store one layer's keys and values of this call [B, H, T, D] after those stored; return all of
-        them so far [B, H, length + T, D]. The model calls advance(T) once every layer has written."""
-        start, end = self.length, self.length + k.size(2)
-        self.keys[layer, :, :, start:end] = k
-        self.values[layer, :, :, start:end] = v
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
-
-    def advance(self, tokens: int) -> None:
+    def reserve(self, tokens: int, slots: torch.Tensor | None = None) -> None:
+        """Count the next call's tokens as stored, and point its writes at their slots: those after the tokens
+        stored, or `slots`, a tensor of positions (the compiled decode step's: a tensor, not a number, so that
+        nothing the compiled code reads changes between steps)."""
+        self.slots = slice(self.length, self.length + tokens) if slots is None else slots
         self.length += tokens
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store one layer's keys and values of this call [B, H, T, D] in the reserved slots, and return what
+        attention reads: every token so far [B, H, length, D]; or, for slots given as a tensor, every slot
+        [B, H, max_len, D], the mask hiding those not written yet."""
+        if isinstance(self.slots, slice):
+            self.keys[layer, :, :, self.slots] = k
+            self.values[layer, :, :, self.slots] = v
+            return self.keys[layer, :, :, : self.slots.stop], self.values[layer, :, :, : self.slots.stop]
+        self.keys[layer].index_copy_(2, self.slots, k)
+        self.values[layer].index_copy_(2, self.slots, v)
+        return self.keys[layer], self.values[layer]
 
     def rollback(self, length: int) -> None:
         """Forget every token from `length` on (a rejected draft): the next call writes there."""

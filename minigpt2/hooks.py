@@ -84,17 +84,20 @@ class Hook:
         return any(name in self.hooks for name in names)
 
 
-def hook_names(n_layer: int) -> list[str]:
-    """Every named point of a model with n_layer blocks, in the order the forward pass reaches them."""
-    names = ["hook_embed", "hook_pos_embed"]
-    for i in range(n_layer):
-        p, a, m = f"blocks.{i}.", f"blocks.{i}.attn.", f"blocks.{i}.mlp."
-        names += [p + "hook_resid_pre", p + "ln1.hook_scale", p + "ln1.hook_normalized"]
-        names += [a + n for n in ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z")]
-        names += [a + "hook_result", p + "hook_attn_out", p + "hook_resid_mid"]
-        names += [p + "ln2.hook_scale", p + "ln2.hook_normalized"]
-        names += [m + "hook_pre", m + "hook_post", p + "hook_mlp_out", p + "hook_resid_post"]
-    return [*names, "ln_final.hook_scale", "ln_final.hook_normalized"]
+class Recorder(Hook):
+    """A Hook that wants every point and keeps the name of each one the forward pass reaches, in order: how
+    the model lists its points (GPT2.hook_names), so that each name is spelled once, where it is used."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: list[str] = []
+
+    def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        self.names.append(name)
+        return x
+
+    def wants(self, *names: str) -> bool:
+        return True
 
 
 def check_names(all_names: list[str], names: Iterable[str]) -> None:

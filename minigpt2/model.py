@@ -15,6 +15,7 @@ logit_lens (interp/), score (scoring.py). The wings never import this file: data
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -26,7 +27,7 @@ from torch import nn
 from .cache import KVCache
 from .config import PRESETS, GPT2Config
 from .generation.mixin import GenerationMixin
-from .hooks import Hook, check_names, hook_names
+from .hooks import Hook, Recorder, check_names
 from .interp.mixin import InterpretabilityMixin
 from .loading.pretrained import PretrainedMixin
 from .mask import Mask
@@ -217,9 +218,10 @@ class GPT2(PretrainedMixin, GenerationMixin, InterpretabilityMixin, ScoringMixin
         if hooks:
             check_names(self.hook_names(), hooks)
         hook = Hook(hooks, start=start, tokens=T)
-        logits = self.compute_logits(input_ids, positions, Mask.for_call(T, start, attention_mask, device), cache, hook)
+        mask = Mask.for_call(T, start, attention_mask, device)
         if cache is not None:
-            cache.advance(T)
+            cache.reserve(T)
+        logits = self.compute_logits(input_ids, positions, mask, cache, hook)
         if labels is None:
             return logits
         if labels.shape != (B, T):
@@ -246,7 +248,7 @@ class GPT2(PretrainedMixin, GenerationMixin, InterpretabilityMixin, ScoringMixin
 
     def hook_names(self) -> list[str]:
         """Every named activation point, in the order the forward pass reaches them."""
-        return hook_names(self.config.n_layer)
+        return _hook_names(self.config.n_layer)
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty KV cache for this model, on its device and in its dtype."""
@@ -258,3 +260,18 @@ class GPT2(PretrainedMixin, GenerationMixin, InterpretabilityMixin, ScoringMixin
         own_head = {id(p) for p in self.lm_head.parameters()} - {id(self.wte.weight)}
         skip = own_head if self.config.tie_word_embeddings else set()
         return sum(p.numel() for p in self.parameters() if id(p) not in skip)
+
+
+@functools.cache
+def _hook_names(n_layer: int) -> list[str]:
+    """The points a forward pass reaches, every optional one included, recorded from a one-block model on the
+    meta device (no memory, no arithmetic); block 0's points stand for every block's."""
+    with torch.device("meta"):
+        one_block = GPT2(GPT2Config(vocab_size=2, n_positions=2, n_embd=2, n_layer=1, n_head=1))
+        recorder = Recorder()
+        one_block.compute_logits(torch.zeros(1, 2, dtype=torch.long), torch.arange(2), Mask(is_causal=True), None, recorder)
+    block = [name for name in recorder.names if name.startswith("blocks.0.")]
+    outside = [name for name in recorder.names if not name.startswith("blocks.0.")]
+    before = outside[: recorder.names.index(block[0])]  # the embeddings, then the blocks, then ln_final
+    each_block = [name.replace("blocks.0.", f"blocks.{i}.", 1) for i in range(n_layer) for name in block]
+    return [*before, *each_block, *outside[len(before) :]]

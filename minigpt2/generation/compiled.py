@@ -17,41 +17,31 @@ from ..mask import Mask
 _compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its compiled step, made once
 
 
-class SlotWrites:
-    """How the fixed-shape step writes into a cache: the new token's keys and values go into `slot` (a
-    tensor [1], so that no shape or constant changes between steps), and attention reads every slot of
-    the cache, the mask hiding those not written yet."""
-
-    def __init__(self, cache: KVCache, slot: torch.Tensor):
-        self.cache, self.slot = cache, slot
-
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.cache.keys[layer].index_copy_(2, self.slot, k)
-        self.cache.values[layer].index_copy_(2, self.slot, v)
-        return self.cache.keys[layer], self.cache.values[layer]  # [B, H, max_len, D]
-
-
 def decode_step(model, tokens: torch.Tensor, cache: KVCache, slot: torch.Tensor, visible: torch.Tensor):
     """Next-token logits [B, V] for one new token per row, with the same shapes at every step.
 
-    tokens [B, 1] go into cache slot `slot`; visible [B, max_len] marks the slots each row attends to:
-    its real tokens so far, this one included. The caller keeps cache.length.
+    tokens [B, 1] go into cache slot `slot` (a tensor [1]); visible [B, max_len] marks the slots each row
+    attends to: its real tokens so far, this one included. The cache reserves the slot here, outside the
+    compiled code (its length is a number, which torch.compile would specialise on).
     """
+    cache.reserve(1, slots=slot)
+    return compiled_step(model)(model, tokens, cache, visible)
+
+
+def _step(model, tokens: torch.Tensor, cache: KVCache, visible: torch.Tensor):
     positions = visible.sum(dim=-1, keepdim=True) - 1  # [B, 1]: real tokens before this one
-    mask = Mask(visible[:, None, None, :])
-    return model.compute_logits(tokens, positions, mask, SlotWrites(cache, slot), Hook())[:, -1]
+    return model.compute_logits(tokens, positions, Mask(visible[:, None, None, :]), cache, Hook())[:, -1]
 
 
 def compiled_step(model):
     if model not in _compiled:
-        _compiled[model] = torch.compile(decode_step, mode="reduce-overhead", fullgraph=True)
+        _compiled[model] = torch.compile(_step, mode="reduce-overhead", fullgraph=True)
     return _compiled[model]
 
 
-def scorer(model, T: int, mask, cache: KVCache, prompt: Callable) -> Callable[[torch.Tensor], torch.Tensor]:
-    """As the loop's scorer: the prompt through `prompt` (one ordinary forward pass that fills the cache),
-    then every token through the compiled step."""
-    step = compiled_step(model)
+def next_logits_fn(model, T: int, mask, cache: KVCache, prefill: Callable) -> Callable[[torch.Tensor], torch.Tensor]:
+    """As the loop's next_logits_fn: the prefill (the prompt through `prefill`, one ordinary forward pass
+    that fills the cache), then a compiled decode step per token."""
     rows = cache.batch_size
     visible = torch.zeros(rows, cache.max_len, dtype=torch.bool, device=cache.keys.device)  # [R, max_len]
     visible[:, :T] = True if mask is None else mask[:, :T].bool()
@@ -62,11 +52,9 @@ def scorer(model, T: int, mask, cache: KVCache, prompt: Callable) -> Callable[[t
     def next_logits(sequences):
         i = sequences.size(1)
         if i == T:
-            return prompt(sequences)
+            return prefill(sequences)
         visible[:, i - 1] = True
         slot = torch.tensor([i - 1], device=sequences.device)
-        logits = step(model, sequences[:, i - 1 : i], cache, slot, visible)
-        cache.advance(1)
-        return logits
+        return decode_step(model, sequences[:, i - 1 : i], cache, slot, visible)
 
     return next_logits

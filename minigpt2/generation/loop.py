@@ -195,9 +195,9 @@ class Run:
             mask[:, :T] = attention_mask.to(device).repeat_interleave(k, dim=0)
         # compile=True: the cache spans the context, so that the compiled step's shapes never change
         cache = model.new_cache(B * k, None if config.compile else total) if config.use_cache else None
-        next_logits = scorer(model, mask, cache, hooks)
+        next_logits = next_logits_fn(model, mask, cache, hooks)
         if config.compile:
-            next_logits = compiled.scorer(model, T, mask, cache, prompt=next_logits)
+            next_logits = compiled.next_logits_fn(model, T, mask, cache, prefill=next_logits)
         process = (lambda seqs, scores: processors.apply(chain, seqs, scores)) if chain else None
         return cls(config, out, T, padding, next_logits, process, stops, cache)
 
@@ -230,11 +230,11 @@ def _greedy(scores):
     return scores.argmax(dim=-1), scores
 
 
-def scorer(model, mask, cache: KVCache | None, hooks=None) -> Callable[[torch.Tensor], torch.Tensor]:
+def next_logits_fn(model, mask, cache: KVCache | None, hooks=None) -> Callable[[torch.Tensor], torch.Tensor]:
     """sequences [R, t] -> the next-token logits [R, V] after them, from the model's forward pass.
 
-    With a cache, only what it has not seen yet goes in: the prompt first, then one token a step.
-    Without one, the whole sequence goes in every step.
+    With a cache, only what it has not seen yet goes in: the prefill (the prompt, once), then a decode
+    step of one token. Without one, the whole sequence goes in every step.
     """
 
     def next_logits(sequences):
