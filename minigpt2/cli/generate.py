@@ -7,6 +7,7 @@ import itertools
 import sys
 
 from ..generation import run_to_end
+from ..generation.config import DEFAULTS
 from .options import (
     DEFAULT_PROMPT,
     Parser,
@@ -44,11 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         "prompts",
         metavar="PROMPT",
         nargs="*",
-        help='text to continue; several prompts run as one padded batch (default: "Once upon a time")',
+        help=f'text to continue; several prompts run as one padded batch (default: "{DEFAULT_PROMPT}")',
     )
     add_load_options(p)
     add_generation_options(p)
-    p.add_argument("--num-return-sequences", metavar="K", type=positive_int, help="rows to generate (default: 1)")
+    p.add_argument("--num-return-sequences", metavar="K", type=positive_int, help=f"rows to generate (default: {DEFAULTS['num_return_sequences']})")
     decode = p.add_mutually_exclusive_group()
     decode.add_argument(
         "--no-cache",
@@ -64,12 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="compile the decode step with torch.compile (CUDA graphs on a GPU); compiling takes a minute or more",
     )
     beams = p.add_argument_group("beam search (default: one row per prompt, no beams)")
-    beams.add_argument("--num-beams", metavar="N", type=positive_int, help="keep the N best sequences (default: 1)")
+    beams.add_argument("--num-beams", metavar="N", type=positive_int, help=f"keep the N best sequences (default: {DEFAULTS['num_beams']})")
     beams.add_argument(
         "--length-penalty",
         metavar="F",
         type=float,
-        help="finished beams score log-probability / length**F; above 0 favours longer ones (default: 1)",
+        help=f"finished beams score log-probability / length**F; above 0 favours longer ones (default: {DEFAULTS['length_penalty']:g})",
     )
     beams.add_argument(
         "--early-stopping",
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[True, False, "never"],
         metavar="{true,false,never}",
         help="stop when N beams have finished (true), when more look unlikely to help (false), or never "
-        "(default: false)",
+        f"(default: {str(DEFAULTS['early_stopping']).lower()})",
     )
     assisted = p.add_argument_group("assisted decoding (batch 1; the same greedy tokens, fewer passes of the model)")
     assisted.add_argument(
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a smaller GPT-2 with the same tokenizer that drafts tokens for the model to check (e.g. distilgpt2)",
     )
     assisted.add_argument(
-        "--num-assistant-tokens", metavar="K", type=positive_int, help="tokens drafted per round (default: 20)"
+        "--num-assistant-tokens", metavar="K", type=positive_int, help=f"tokens drafted per round (default: {DEFAULTS['num_assistant_tokens']})"
     )
     assisted.add_argument(
         "--prompt-lookup",

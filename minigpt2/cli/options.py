@@ -14,13 +14,13 @@ from pathlib import Path
 
 from .. import load
 from ..generation import GenerationConfig
-from ..generation.config import FIELDS
+from ..generation.config import DEFAULTS, FIELDS
 from ..loading import DTYPES
 from ..loading.swaps import SCHEMES
 from ..model import GPT2
 from ..tokenizer import Tokenizer
 
-DEFAULT_NEW_TOKENS = 40
+CLI_NEW_TOKENS = 40  # the command's length, twice the API's (DEFAULT_NEW_TOKENS): a tutorial's paragraph
 DEFAULT_PROMPT = "Once upon a time"
 
 
@@ -123,7 +123,7 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
 def add_length_options(p: argparse.ArgumentParser) -> None:
     length = p.add_mutually_exclusive_group()
     length.add_argument(
-        "--max-new-tokens", metavar="N", type=positive_int, help=f"tokens to add (default: {DEFAULT_NEW_TOKENS})"
+        "--max-new-tokens", metavar="N", type=positive_int, help=f"tokens to add (default: {CLI_NEW_TOKENS})"
     )
     length.add_argument("--max-length", metavar="N", type=positive_int, help="total length in tokens, prompt included")
 
@@ -134,16 +134,16 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
         "--do-sample", action="store_true", default=None, help="draw each token instead of taking the argmax"
     )
     sampling.add_argument(
-        "--temperature", metavar="T", type=non_negative_float, help="divide the scores by T before drawing (default: 1)"
+        "--temperature", metavar="T", type=non_negative_float, help=f"divide the scores by T before drawing (default: {DEFAULTS['temperature']:g})"
     )
     sampling.add_argument(
-        "--top-k", metavar="K", type=non_negative_int, help="draw from the K best (default: 50; 0: all)"
+        "--top-k", metavar="K", type=non_negative_int, help=f"draw from the K best (default: {DEFAULTS['top_k']}; 0: all)"
     )
     sampling.add_argument(
         "--top-p",
         metavar="P",
         type=non_negative_float,
-        help="draw from the smallest set with probability P (default: 1)",
+        help=f"draw from the smallest set with probability P (default: {DEFAULTS['top_p']:g})",
     )
     sampling.add_argument("--seed", metavar="N", type=int, help="seed the draws, for the same text every run")
 
@@ -172,11 +172,11 @@ def add_control_options(p: argparse.ArgumentParser) -> None:
 def generation_config(args: argparse.Namespace, model: GPT2) -> GenerationConfig:
     """The GenerationConfig the command line asks for: the options given, over the checkpoint's generation
     defaults (generation_config.json, or config.json's eos), as transformers' generate() merges them; and
-    DEFAULT_NEW_TOKENS when neither gives a length."""
+    CLI_NEW_TOKENS when neither gives a length."""
     given = {name: value for name, value in vars(args).items() if name in FIELDS and value is not None}
     lengths = ("max_new_tokens", "max_length")
     if not any(name in given or name in model.generation_defaults for name in lengths):
-        given["max_new_tokens"] = DEFAULT_NEW_TOKENS
+        given["max_new_tokens"] = CLI_NEW_TOKENS
     return GenerationConfig.build(model.generation_defaults, **given)
 
 

@@ -53,9 +53,9 @@ class GenerationConfig:
     bos_token_id: int | None = None
     num_return_sequences: int = 1
     do_sample: bool = False
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
+    temperature: float = 1.0
+    top_k: int = 50  # 0: no limit
+    top_p: float = 1.0
     seed: int | None = None
     num_beams: int = 1
     length_penalty: float = 1.0
@@ -78,6 +78,9 @@ class GenerationConfig:
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - normalising a frozen value
+        for name in VALUED:
+            if getattr(self, name) is None:
+                set_(name, DEFAULTS[name])  # None asks for the library default, as transformers reads it
         if isinstance(self.eos_token_id, (list, tuple)):
             set_("eos_token_id", _ids("eos_token_id", self.eos_token_id) or None)
         for name in ("eos_token_id", "pad_token_id", "bos_token_id", "forced_eos_token_id"):
@@ -133,7 +136,7 @@ class GenerationConfig:
             for name in ("max_new_tokens", "max_length"):  # the caller's length replaces the defaults'
                 merged.setdefault(name, None)
                 merged[name] = given.get(name)
-        return cls(**{name: value for name, value in merged.items() if value is not None or name not in VALUED})
+        return cls(**merged)
 
     def _check_types(self):
         for name in NUMBERS:
@@ -166,13 +169,13 @@ class GenerationConfig:
         if not isinstance(self.length_penalty, (int, float)) or isinstance(self.length_penalty, bool):
             raise ValueError(f"length_penalty must be a number, got {self.length_penalty!r}")
         if self.do_sample:
-            if self.temperature is not None and not self.temperature > 0:
+            if not self.temperature > 0:
                 raise ValueError(
                     f"temperature must be above 0, got {self.temperature}; for greedy decoding leave do_sample off"
                 )
-            if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 0):
+            if not _is_int(self.top_k) or self.top_k < 0:
                 raise ValueError(f"top_k must be 0 (no limit) or more, got {self.top_k}")
-            if self.top_p is not None and not 0 < self.top_p <= 1:
+            if not 0 < self.top_p <= 1:
                 raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if not self.beams:
             return
@@ -213,7 +216,9 @@ class GenerationConfig:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(GenerationConfig))  # every option, in their order
-VALUED = {f.name for f in dataclasses.fields(GenerationConfig) if f.default is not None}  # None means the default
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenerationConfig)}
+VALUED = {name for name, default in DEFAULTS.items() if default is not None}  # None means the default
+DEFAULT_NEW_TOKENS = 20  # transformers' length, when neither the caller nor the checkpoint gives one
 
 
 def _check_names(options: dict) -> None:

@@ -22,7 +22,7 @@ from ..cache import KVCache
 from ..hooks import check_names, during_generation
 from . import beam, compiled, processors, stopping
 from .assisted import LookupDraft, ModelDraft, assisted_loop
-from .config import GenerationConfig
+from .config import DEFAULT_NEW_TOKENS, GenerationConfig
 from .steps import GenerateOutput, Step
 
 def generate(
@@ -276,9 +276,6 @@ def _check_attention_mask(attention_mask, B: int, T: int) -> bool:
     if not attention_mask[:, -1].all():
         raise ValueError("attention_mask has a row that is all padding; every prompt needs at least one token")
     return not bool(attention_mask.all())
-
-
-DEFAULT_NEW_TOKENS = 20  # transformers' default, when neither the caller nor the checkpoint gives a length
 
 
 def _total_length(prompt_len: int, config: GenerationConfig, context: int) -> int:

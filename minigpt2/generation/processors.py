@@ -14,7 +14,6 @@ import torch
 
 from .config import GenerationConfig
 
-DEFAULT_TOP_K = 50  # transformers' default when sampling; top_k=0 turns it off
 
 Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (sequences [B, t], scores [B, V]) -> scores
 
@@ -130,12 +129,10 @@ def warp(scores: torch.Tensor, temperature: float = 1.0, top_k: int | None = Non
 
 class Sampler:
     """A picker that draws: processed scores [B, V] -> (drawn tokens [B], the warped scores they were drawn
-    from), after temperature (default 1), top-k (default 50; 0: none) and top-p (default 1: none)."""
+    from), after the config's temperature, top-k and top-p."""
 
     def __init__(self, config: GenerationConfig, generator: torch.Generator | None, device):
-        self.temperature = 1.0 if config.temperature is None else config.temperature
-        self.top_k = DEFAULT_TOP_K if config.top_k is None else config.top_k
-        self.top_p = 1.0 if config.top_p is None else config.top_p
+        self.temperature, self.top_k, self.top_p = config.temperature, config.top_k, config.top_p
         if config.seed is not None and generator is not None:
             raise ValueError("give seed or generator, not both")
         self.generator = torch.Generator(device).manual_seed(config.seed) if config.seed is not None else generator

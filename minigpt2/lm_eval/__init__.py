@@ -25,10 +25,11 @@ except ImportError:
 
 from .. import load
 from ..model import GPT2
+from ..generation.config import SAMPLING_ONLY
 from ..scoring import loglikelihood
 from ..tokenizer import Tokenizer
 
-SAMPLING = ("do_sample", "temperature", "top_k", "top_p")
+SAMPLING = ("do_sample", *SAMPLING_ONLY)
 
 
 @register_model("minigpt2")
