@@ -12,8 +12,10 @@ import warnings
 # torch warns on import when NumPy is not installed; minigpt2 never uses NumPy, so it is only noise.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
-from . import moved  # noqa: E402, F401  (old module paths, such as minigpt2.internals, keep working)
-from . import loading  # noqa: E402
+from . import (
+    loading,  # noqa: E402
+    moved,  # noqa: E402, F401  (old module paths, such as minigpt2.internals, keep working)
+)
 from .cache import KVCache  # noqa: E402
 from .checkpoint import Checkpoint, CheckpointError, resolve  # noqa: E402
 from .config import PRESETS, GPT2Config  # noqa: E402

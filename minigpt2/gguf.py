@@ -13,9 +13,9 @@ from __future__ import annotations
 from .checkpoint import Checkpoint, resolve
 from .loading import LoadOptions, load_model
 from .model import GPT2
-from .writing import check_writable, write_atomically
 from .tokenizer import gpt2_byte_level
 from .tokenizer.files import read_tokenizer_files
+from .writing import check_writable, write_atomically
 
 TYPES = ("f32", "f16", "bf16", "q8_0")
 NORMAL, CONTROL, UNUSED = 1, 3, 5  # llama.cpp's token types

@@ -269,7 +269,9 @@ def _hook_names(n_layer: int) -> list[str]:
     with torch.device("meta"):
         one_block = GPT2(GPT2Config(vocab_size=2, n_positions=2, n_embd=2, n_layer=1, n_head=1))
         recorder = Recorder()
-        one_block.compute_logits(torch.zeros(1, 2, dtype=torch.long), torch.arange(2), Mask(is_causal=True), None, recorder)
+        one_block.compute_logits(
+            torch.zeros(1, 2, dtype=torch.long), torch.arange(2), Mask(is_causal=True), None, recorder
+        )
     block = [name for name in recorder.names if name.startswith("blocks.0.")]
     outside = [name for name in recorder.names if not name.startswith("blocks.0.")]
     before = outside[: recorder.names.index(block[0])]  # the embeddings, then the blocks, then ln_final

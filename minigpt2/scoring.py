@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 import torch
 
 
-
 @torch.inference_mode()
 def score(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Each token's log-probability given the tokens before it: [B, T-1], entry t-1 for token t.

@@ -50,8 +50,8 @@ from bench.sections import (  # noqa: E402
 )
 
 from minigpt2 import GPT2, resolve  # noqa: E402
-from minigpt2.testing.checkpoints import write_checkpoint  # noqa: E402
 from minigpt2.parity.reference import reference_model  # noqa: E402
+from minigpt2.testing.checkpoints import write_checkpoint  # noqa: E402
 
 SECTIONS = ("decode", "prefill", "batched", "beam", "scoring", "assisted", "load", "patching", "explore")
 PROMPT_TOKENS = 8

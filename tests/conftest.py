@@ -9,10 +9,13 @@ A test that needs to change a model loads its own.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import io
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +26,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from scoring_cases import long_text  # noqa: E402
+
 from minigpt2 import GPT2Config  # noqa: E402
-from minigpt2.testing.checkpoints import write_checkpoint  # noqa: E402
+from minigpt2.testing.checkpoints import SAMPLE_TEXTS, write_checkpoint  # noqa: E402
 
 LOGIT_TOLERANCE = 1e-4  # max abs difference of fp32 logits against transformers
 
@@ -324,3 +329,52 @@ def patching_case(tiny):
         return logits[:, answer] - logits[:, rival]
 
     return model, clean, corrupted, metric
+
+
+# ---- scoring: token rows and a long text of the tiny tokenizer (tests/scoring_cases.py) ----
+
+
+@pytest.fixture(scope="module")
+def rows(tiny):
+    """Token rows of different lengths (2 to ~60 tokens) of the tiny tokenizer."""
+    _, tokenizer = tiny
+    texts = [SAMPLE_TEXTS[0], "Hello there", SAMPLE_TEXTS[5], "a b"]
+    return [tokenizer.encode(text) for text in texts]
+
+
+@pytest.fixture(scope="module")
+def long_ids(tiny):
+    """~1500 tokens: a dozen windows of the tiny model's 128-token context, the last one shorter."""
+    _, tokenizer = tiny
+    text = long_text(700)
+    ids = tokenizer.encode(text)
+    assert len(ids) > 10 * tiny[0].config.n_positions, len(ids)
+    return text, ids
+
+
+# ---- shared by tests in more than one folder ----
+
+KOGPT2_CARD = dict(bos_token="</s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+
+
+def read_page(page: str) -> dict:
+    """The numbers a page holds, as a browser's page.js reads them back."""
+    block = re.search(r'<script id="data" type="application/json">(.*?)</script>', page, re.S).group(1)
+    data = json.loads(block)
+    dtypes = {"patterns": torch.uint8, "candidate_ids": torch.int32, "lens_ids": torch.int32, "ids": torch.int32}
+    for name, value in [*data.items(), *(data.get("sae") or {}).items()]:
+        where = data["sae"] if name in ("ids", "values") else data
+        if isinstance(value, str) and name not in ("model", "prompt_text", "hook"):
+            raw = bytearray(base64.b64decode(value))
+            where[name] = torch.frombuffer(raw, dtype=dtypes.get(name, torch.float32)) if raw else torch.zeros(0)
+    return data
+
+
+def stop_string_across_a_token_boundary(tokenizer, row):
+    """A short piece of a row's generated text that starts in one token and ends in the next."""
+    tokens = row.tolist()
+    for i in range(3, len(tokens) - 1):
+        left, right = tokenizer.decode(tokens[i : i + 1]), tokenizer.decode(tokens[i + 1 : i + 2])
+        if len(left) >= 2 and len(right) >= 2 and "\ufffd" not in left + right:
+            return left[-2:] + right[:2]
+    pytest.skip("no token boundary with two whole characters on each side")

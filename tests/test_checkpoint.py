@@ -14,7 +14,6 @@ from conftest import LOAD_AND_GENERATE, MAIN, OLDER, run_python
 
 from minigpt2 import GPT2, CheckpointError, Tokenizer
 
-
 LOAD_BY_NAME = (
     """
 import json, torch

@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 import torch
 from conftest import LOGIT_TOLERANCE, RANDOM_CONFIG, TINY_INIT, random_prompt
-from minigpt2.testing.checkpoints import write_checkpoint
 from transformers import GPT2LMHeadModel
 
 from minigpt2 import GPT2, PRESETS, GPT2Config
 from minigpt2.nonlinearities import NONLINEARITIES
+from minigpt2.testing.checkpoints import write_checkpoint
 
 NEW_TOKENS = 40
 
@@ -199,3 +199,25 @@ def test_a_random_model_of_any_preset_builds_without_downloading():
     assert model.wte.weight.std().item() == pytest.approx(0.02, rel=0.05)
     with pytest.raises(ValueError, match="unknown preset"):
         GPT2Config.preset("gpt3")
+
+
+def test_the_front_doors_are_the_classs_own_methods():
+    """GPT2's front doors come from the wings' mixins, in the class itself (help(GPT2), an editor), never bound
+    at run time: each is defined in its wing's module."""
+    import inspect
+
+    where = {
+        "from_pretrained": "minigpt2/loading/pretrained.py",
+        "generate": "minigpt2/generation/loop.py",
+        "stream": "minigpt2/generation/loop.py",
+        "run_with_cache": "minigpt2/interp/internals.py",
+        "attention_patterns": "minigpt2/interp/internals.py",
+        "logit_lens": "minigpt2/interp/internals.py",
+        "score": "minigpt2/scoring.py",
+    }
+    for name, path in where.items():
+        method = inspect.getattr_static(GPT2, name)
+        owner = next(klass for klass in GPT2.__mro__ if name in vars(klass))
+        assert owner is not GPT2 and owner.__module__.startswith("minigpt2."), name
+        assert inspect.getsourcefile(inspect.unwrap(getattr(GPT2, name))).endswith(path), name
+        assert getattr(method, "__doc__", None) or getattr(method, "__func__", method).__doc__, name

@@ -12,11 +12,11 @@ import pytest
 import torch
 from conftest import LOGIT_TOLERANCE
 from huggingface_hub import try_to_load_from_cache
-from minigpt2.testing.checkpoints import SAMPLE_TEXTS
 from transformers import GPT2LMHeadModel, GPT2Tokenizer
 
 from minigpt2 import GPT2, Tokenizer
 from minigpt2.checkpoint import OFFICIAL_REPOS
+from minigpt2.testing.checkpoints import SAMPLE_TEXTS
 
 FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
 

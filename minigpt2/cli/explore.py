@@ -7,8 +7,8 @@ import itertools
 import sys
 
 from ..explore import explore
-from ..writing import check_writable
 from ..interp.sae import SAE
+from ..writing import check_writable
 from .options import (
     DEFAULT_PROMPT,
     Parser,

@@ -49,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_load_options(p)
     add_generation_options(p)
-    p.add_argument("--num-return-sequences", metavar="K", type=positive_int, help=f"rows to generate (default: {DEFAULTS['num_return_sequences']})")
+    p.add_argument(
+        "--num-return-sequences",
+        metavar="K",
+        type=positive_int,
+        help=f"rows to generate (default: {DEFAULTS['num_return_sequences']})",
+    )
     decode = p.add_mutually_exclusive_group()
     decode.add_argument(
         "--no-cache",
@@ -65,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="compile the decode step with torch.compile (CUDA graphs on a GPU); compiling takes a minute or more",
     )
     beams = p.add_argument_group("beam search (default: one row per prompt, no beams)")
-    beams.add_argument("--num-beams", metavar="N", type=positive_int, help=f"keep the N best sequences (default: {DEFAULTS['num_beams']})")
+    beams.add_argument(
+        "--num-beams",
+        metavar="N",
+        type=positive_int,
+        help=f"keep the N best sequences (default: {DEFAULTS['num_beams']})",
+    )
     beams.add_argument(
         "--length-penalty",
         metavar="F",
@@ -87,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a smaller GPT-2 with the same tokenizer that drafts tokens for the model to check (e.g. distilgpt2)",
     )
     assisted.add_argument(
-        "--num-assistant-tokens", metavar="K", type=positive_int, help=f"tokens drafted per round (default: {DEFAULTS['num_assistant_tokens']})"
+        "--num-assistant-tokens",
+        metavar="K",
+        type=positive_int,
+        help=f"tokens drafted per round (default: {DEFAULTS['num_assistant_tokens']})",
     )
     assisted.add_argument(
         "--prompt-lookup",

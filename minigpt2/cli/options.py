@@ -134,10 +134,16 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
         "--do-sample", action="store_true", default=None, help="draw each token instead of taking the argmax"
     )
     sampling.add_argument(
-        "--temperature", metavar="T", type=non_negative_float, help=f"divide the scores by T before drawing (default: {DEFAULTS['temperature']:g})"
+        "--temperature",
+        metavar="T",
+        type=non_negative_float,
+        help=f"divide the scores by T before drawing (default: {DEFAULTS['temperature']:g})",
     )
     sampling.add_argument(
-        "--top-k", metavar="K", type=non_negative_int, help=f"draw from the K best (default: {DEFAULTS['top_k']}; 0: all)"
+        "--top-k",
+        metavar="K",
+        type=non_negative_int,
+        help=f"draw from the K best (default: {DEFAULTS['top_k']}; 0: all)",
     )
     sampling.add_argument(
         "--top-p",

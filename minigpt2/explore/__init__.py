@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..interp.attribution import decompose_resid, logit_contributions
 from ..generation import GenerationConfig, run_to_end
+from ..interp.attribution import decompose_resid, logit_contributions
 from ..interp.internals import run_with_cache
-from ..writing import check_writable, write_atomically
 from ..interp.sae import SAE, run_with_sae, top_features
+from ..writing import check_writable, write_atomically
 
 LENS_ROWS = 512  # positions x layers unembedded at once for the logit lens: about 100 MB of logits for GPT-2
 

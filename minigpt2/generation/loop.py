@@ -25,6 +25,7 @@ from .assisted import LookupDraft, ModelDraft, assisted_loop
 from .config import DEFAULT_NEW_TOKENS, GenerationConfig
 from .steps import GenerateOutput, Step
 
+
 def generate(
     model,
     input_ids: torch.Tensor | None = None,
@@ -154,9 +155,7 @@ class Run:
     cache: KVCache | None
 
     @classmethod
-    def start(
-        cls, model, input_ids, attention_mask, config: GenerationConfig, tokenizer, started, hooks=None
-    ) -> Run:
+    def start(cls, model, input_ids, attention_mask, config: GenerationConfig, tokenizer, started, hooks=None) -> Run:
         vocab_size, context = model.config.vocab_size, model.config.n_positions
         _check_ids(input_ids, vocab_size)
         B, T = input_ids.shape

@@ -14,7 +14,6 @@ import torch
 
 from .config import GenerationConfig
 
-
 Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (sequences [B, t], scores [B, V]) -> scores
 
 

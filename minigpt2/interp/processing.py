@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 
-
 @dataclass(frozen=True)
 class Processing:
     """Which of TransformerLens's steps to apply (its from_pretrained applies all four)."""

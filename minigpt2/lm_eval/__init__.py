@@ -24,8 +24,8 @@ except ImportError:
     raise ImportError('minigpt2.lm_eval needs the evaluation harness: pip install "minigpt2[eval]"') from None
 
 from .. import load
-from ..model import GPT2
 from ..generation.config import SAMPLING_ONLY
+from ..model import GPT2
 from ..scoring import loglikelihood
 from ..tokenizer import Tokenizer
 

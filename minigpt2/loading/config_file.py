@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ..nonlinearities import NONLINEARITIES, LEARNED
 from ..checkpoint import Checkpoint, CheckpointError, first_line
 from ..config import GPT2Config
+from ..nonlinearities import LEARNED, NONLINEARITIES
+
 
 def read_config(checkpoint: Checkpoint) -> GPT2Config:
     """The checkpoint's config.json (read once, when it was resolved) as a GPT2Config."""

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from ..interp.processing import Processing, process_weights
-from .quantize import SCHEMES, Int8Linear, quantize_rows
 from .kernels import OneDNNLinear
+from .quantize import SCHEMES, Int8Linear, quantize_rows
 
 __all__ = ["SCHEMES", "ModuleSwap", "swap_linears", "swaps_for"]
 

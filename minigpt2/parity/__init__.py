@@ -53,9 +53,7 @@ THRESHOLDS = {
 }
 
 
-def compare(
-    model: str, *, dtype: str = "float32", device: str = "cpu", revision: str | None = None, base=None
-) -> dict:
+def compare(model: str, *, dtype: str = "float32", device: str = "cpu", revision: str | None = None, base=None) -> dict:
     """The whole report as a dictionary (what --json writes). Both libraries read the same resolved files.
     base: the base checkpoint of a weights file or a LoRA adapter (as from_pretrained's)."""
     from .reference import reference_model, reference_tokenizer  # transformers, only when a comparison runs

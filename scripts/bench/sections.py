@@ -11,15 +11,15 @@ import torch
 
 from minigpt2 import GPT2, Tokenizer, resolve
 from minigpt2.explore import explore
+from minigpt2.interp.patching import activation_patching
 from minigpt2.loading import DTYPES, LoadOptions, load_model
-from minigpt2.testing.checkpoints import train_tokenizer
 from minigpt2.parity.reference import (
     guide_perplexity,
     reference_greedy,
     reference_model,
 )
-from minigpt2.interp.patching import activation_patching
 from minigpt2.scoring import perplexity
+from minigpt2.testing.checkpoints import train_tokenizer
 
 from . import peers
 from .harness import deviation, median_rates, minigpt2_deviation, weight_bytes
@@ -214,7 +214,9 @@ def _decode_models_and_runs(path: str, ours32, fast32, dtypes: list[str], prompt
     for name in dtypes:
         quantize = "int8" if name == "int8" else None
         dtype = None if quantize else name
-        models[name] = ours32 if name == "float32" else load_model(checkpoint, LoadOptions(device, dtype, quantize), GPT2)
+        models[name] = (
+            ours32 if name == "float32" else load_model(checkpoint, LoadOptions(device, dtype, quantize), GPT2)
+        )
         theirs = _reference_dtype(name)
         if theirs not in references:
             references[theirs] = reference_model(checkpoint, DTYPES[theirs], device)

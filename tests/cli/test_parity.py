@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 
-from minigpt2 import cli, parity
 import pytest
 import torch
 from conftest import run_python, run_script
+
+from minigpt2 import cli, parity
 
 
 def test_report_passes_on_a_faithful_checkpoint(tiny_checkpoint, tmp_path):

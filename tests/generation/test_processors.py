@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import worst_deviation
+from conftest import stop_string_across_a_token_boundary, worst_deviation
 from transformers import AutoTokenizer
 from transformers.generation.logits_process import (
     NoBadWordsLogitsProcessor,
@@ -109,16 +109,6 @@ def test_output_scores_are_transformers_processed_scores(padded_batch):
         torch.testing.assert_close(mine, their, rtol=0, atol=1e-4)  # -inf where banned, in both
     chosen = torch.stack([s.log_softmax(-1) for s in theirs.scores], 1).gather(2, ours.sequences[:, -8:, None])
     torch.testing.assert_close(ours.token_logprobs, chosen[..., 0], rtol=0, atol=1e-4)
-
-
-def stop_string_across_a_token_boundary(tokenizer, row):
-    """A short piece of a row's generated text that starts in one token and ends in the next."""
-    tokens = row.tolist()
-    for i in range(3, len(tokens) - 1):
-        left, right = tokenizer.decode(tokens[i : i + 1]), tokenizer.decode(tokens[i + 1 : i + 2])
-        if len(left) >= 2 and len(right) >= 2 and "\ufffd" not in left + right:
-            return left[-2:] + right[:2]
-    pytest.skip("no token boundary with two whole characters on each side")
 
 
 @pytest.mark.parametrize("num_beams", [1, 3])

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import LOGIT_TOLERANCE, TINY_INIT, run_python
-from minigpt2.testing.checkpoints import write_checkpoint
+from conftest import KOGPT2_CARD, LOGIT_TOLERANCE, TINY_INIT, run_python
 from safetensors.torch import load_file, save_file
-from test_tokenizer_files import KOGPT2_CARD
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from minigpt2 import GPT2, CheckpointError, Tokenizer
 from minigpt2.checkpoint import resolve
+from minigpt2.testing.checkpoints import write_checkpoint
 
 NEW_TOKENS = 30
 

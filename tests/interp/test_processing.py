@@ -22,8 +22,8 @@ import torch
 from conftest import LOGIT_TOLERANCE, fill_hub_cache
 
 from minigpt2 import GPT2
-from minigpt2.testing.checkpoints import write_checkpoint
 from minigpt2.interp.processing import Processing
+from minigpt2.testing.checkpoints import write_checkpoint
 
 TOLERANCE = 1e-5  # max abs difference, relative to the size of what is compared (at least 1)
 STEPS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")
@@ -224,3 +224,19 @@ def test_the_default_model_is_unprocessed_and_matches_transformers(checkpoint, u
         processed_moved = (processed(ids) - reference(ids).logits).abs().max().item()
     print(f"\ndefault model against transformers: {difference:.2e} (the processed one: {processed_moved:.2e})")
     assert difference <= LOGIT_TOLERANCE < processed_moved
+
+
+def test_transformer_lens_keywords_are_process_true(checkpoint, unprocessed, ids):
+    """from_pretrained(name, fold_ln=True, center_writing_weights=True, center_unembed=True,
+    fold_value_biases=True), as TransformerLens users write it, is process=True; a step named False is left
+    out, the others applied, as in TransformerLens."""
+    keywords = dict(fold_ln=True, center_writing_weights=True, center_unembed=True, fold_value_biases=True)
+    by_keywords, by_process = GPT2.from_pretrained(checkpoint, **keywords), GPT2.from_pretrained(checkpoint, process=True)
+    for (name, a), (_, b) in zip(by_keywords.state_dict().items(), by_process.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    no_fold = GPT2.from_pretrained(checkpoint, fold_ln=False)
+    expected = GPT2.from_pretrained(checkpoint, process=Processing(fold_ln=False))
+    assert torch.equal(no_fold.h[0].attn.c_attn.weight, expected.h[0].attn.c_attn.weight)
+    assert torch.equal(no_fold.h[0].ln_1.weight, unprocessed.h[0].ln_1.weight)  # not folded
+    with pytest.raises(ValueError, match="not both"):
+        GPT2.from_pretrained(checkpoint, process=True, fold_ln=True)

@@ -15,11 +15,8 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, run_cli, run_script
+from conftest import ROOT, read_page, run_cli, run_python, run_script, stop_string_across_a_token_boundary
 from safetensors.torch import load_file, save_file
-from test_explore import read_page
-from test_processors import stop_string_across_a_token_boundary
-
 
 # ---- generate: the loop ----
 
@@ -53,6 +50,12 @@ def test_a_reader_that_stops_early_is_not_an_error(tiny_checkpoint):
     assert result.stdout.startswith("defaults from ") and result.stdout.count("\n") == 2
     assert result.stdout.splitlines()[1].startswith("step 1: picked")
     assert result.stderr == "" and result.returncode == 141
+
+
+def test_python_dash_m_minigpt2_is_the_command():
+    """python -m minigpt2, as the package's own entry point: the same command, the same help."""
+    result = run_python("-m", "minigpt2", "parity", "--help")
+    assert result.returncode == 0 and result.stdout.startswith("usage: minigpt2 parity"), result.stderr
 
 
 def test_help():
@@ -178,7 +181,7 @@ def test_loop_script_prints_what_transformers_generates(checkpoint, stream, requ
     """A fine-tune saved by transformers 5 and the Korean GPT-2's layout: the text is transformers' own
     greedy continuation, decoded by transformers, up to the checkpoint's eos."""
     import torch
-    from test_tokenizer_files import KOGPT2_CARD
+    from conftest import KOGPT2_CARD
     from transformers import AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     path = request.getfixturevalue(checkpoint)

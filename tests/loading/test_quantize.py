@@ -71,6 +71,21 @@ def test_an_int8_model_stays_close_to_fp32(tiny_checkpoint, tiny):
         GPT2.from_pretrained(tiny_checkpoint, quantize="int4")
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_int8_weights_with_half_precision_activations(tiny_checkpoint, tiny, dtype):
+    """quantize="int8" with dtype=bfloat16 (or float16): the head tied to the embedding is quantized from the
+    half-precision wte, and the logits stay as close to fp32's as int8 alone is (bounded as above)."""
+    (fp32, tokenizer), int8 = tiny, GPT2.from_pretrained(tiny_checkpoint, quantize="int8", dtype=dtype)
+    assert int8.wte.weight.dtype == dtype and int8.lm_head.qweight.dtype == torch.int8
+    ids = torch.tensor([tokenizer.encode("Once upon a time, there was a little girl who lived in a village")])
+    with torch.no_grad():
+        exact, approx = fp32(ids), int8(ids).float()
+    relative = ((approx - exact).abs().max() / (exact.max() - exact.min())).item()
+    print(f"\nint8 weights, {dtype} activations vs fp32: {relative:.2%} of the logit range")
+    assert relative < 0.05
+    assert int8.generate(ids, max_new_tokens=5).shape == (1, ids.size(1) + 5)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak memory from Linux's /proc")
 def test_loading_int8_holds_the_int8_weights_and_the_embedding_not_the_fp32_model(medium_checkpoint):

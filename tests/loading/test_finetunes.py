@@ -294,3 +294,15 @@ def test_the_loop_script_says_in_one_line_that_a_base_is_missing(every_format, t
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert len(result.stderr.splitlines()) == 1 and "is not there" in result.stderr, result.stderr
     assert cli.main(["parity", str(path), "--base", str(tmp_path / "gone")]) == 2
+
+
+def test_config_naming_a_base_still_works_with_a_deprecation_warning(every_format, tiny_checkpoint):
+    """base= is the base checkpoint's name now; config=, its old name, loads the same model and warns, and
+    config= given a GPT2Config (transformers' meaning) is refused in one line that says what to do."""
+    path, base = every_format["pth"]
+    with pytest.warns(DeprecationWarning, match="now base="):
+        old = GPT2.from_pretrained(path, config=base)
+    new = GPT2.from_pretrained(path, base=base)
+    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="use GPT2\\(config\\)"):
+        GPT2.from_pretrained(path, config=new.config)

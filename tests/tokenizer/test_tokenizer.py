@@ -10,10 +10,10 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from minigpt2.testing.checkpoints import SAMPLE_TEXTS
 from transformers import AutoTokenizer, GPT2Tokenizer, GPT2TokenizerFast
 
 from minigpt2 import CheckpointError, Tokenizer
+from minigpt2.testing.checkpoints import SAMPLE_TEXTS
 
 # Text the vocabulary was not trained on, of the kinds that trip tokenizers up.
 UNSEEN_TEXTS = [

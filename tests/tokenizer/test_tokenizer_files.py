@@ -7,11 +7,12 @@ import json
 import shutil
 
 import pytest
-from minigpt2.testing.checkpoints import SAMPLE_TEXTS
+from conftest import KOGPT2_CARD
 from test_tokenizer import UNSEEN_TEXTS
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from minigpt2 import CheckpointError, Tokenizer
+from minigpt2.testing.checkpoints import SAMPLE_TEXTS
 
 # Text with the fine-tune's added tokens in every position, and the whitespace its flags act on.
 ADDED_TOKEN_TEXTS = [
@@ -31,10 +32,9 @@ KOREAN_TEXTS = [
     "  spaces   and\ttabs\n",
     "",
 ]
+
+
 # How the Korean GPT-2's model card loads its tokenizer (its repo's files name none of these).
-KOGPT2_CARD = dict(bos_token="</s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
-
-
 def assert_same_as(ours: Tokenizer, reference, texts):
     for text in texts:
         ids = reference.encode(text)

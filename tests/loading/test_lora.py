@@ -14,8 +14,8 @@ from test_loading import RunsCode
 from transformers import GPT2LMHeadModel
 
 from minigpt2 import GPT2, CheckpointError, Tokenizer, parity
-from minigpt2.testing.checkpoints import write_checkpoint
 from minigpt2.parity.reference import reference_greedy
+from minigpt2.testing.checkpoints import write_checkpoint
 
 peft = pytest.importorskip("peft")
 

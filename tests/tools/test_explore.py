@@ -8,39 +8,24 @@ To refresh the README's screenshot: UPDATE_SCREENSHOT=1 python -m pytest tests/t
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, read_page
 
 from minigpt2 import GPT2, Tokenizer
-from minigpt2.interp.attribution import direct_logit_attribution
 from minigpt2.explore import explore
 from minigpt2.explore.page import PATTERN_LEVELS
+from minigpt2.interp.attribution import direct_logit_attribution
 from minigpt2.interp.sae import SAE, run_with_sae, top_features
 
 PROMPT = "Once upon a time"
 STEPS = 12
 SCREENSHOT = ROOT / "docs" / "explore.png"
-
-
-def read_page(page: str) -> dict:
-    """The numbers a page holds, as a browser's page.js reads them back."""
-    block = re.search(r'<script id="data" type="application/json">(.*?)</script>', page, re.S).group(1)
-    data = json.loads(block)
-    dtypes = {"patterns": torch.uint8, "candidate_ids": torch.int32, "lens_ids": torch.int32, "ids": torch.int32}
-    for name, value in [*data.items(), *(data.get("sae") or {}).items()]:
-        where = data["sae"] if name in ("ids", "values") else data
-        if isinstance(value, str) and name not in ("model", "prompt_text", "hook"):
-            raw = bytearray(base64.b64decode(value))
-            where[name] = torch.frombuffer(raw, dtype=dtypes.get(name, torch.float32)) if raw else torch.zeros(0)
-    return data
 
 
 def write_sae(folder: Path, model, hook: str = "blocks.1.hook_resid_pre") -> Path:
@@ -156,6 +141,12 @@ def test_sampling_shows_what_the_loop_drew_from(tiny):
     assert (exploration.candidate_probs[:, 20:] == 0).all()  # top-k=20 left nothing beyond the 20th
     picked = processed.gather(1, out.sequences[0, ids.size(1) :, None])[:, 0]
     torch.testing.assert_close(exploration.picked_probs, picked, rtol=0, atol=1e-6)
+
+
+def test_minigpt2_explore_is_the_function(tiny):
+    import minigpt2
+
+    assert minigpt2.explore is explore and callable(minigpt2.explore)
 
 
 def test_a_prompt_cannot_break_out_of_the_page(tiny):
