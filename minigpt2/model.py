@@ -195,7 +195,7 @@ class GPT2(PretrainedMixin, GenerationMixin, InterpretabilityMixin, ScoringMixin
         attention_mask [B, S]: 1 for real tokens, 0 for padding, over the cached and the new tokens (as in
             transformers). Positions count real tokens only, so a left-padded prompt gets the positions it has alone.
         hooks: {name: fn} to read or replace activations on the way: fn(x) or fn(x, hook) (names: hook_names();
-            see minigpt2/internals.py and hooks.py).
+            see minigpt2/interp/internals.py and hooks.py).
         labels [B, T]: return ForwardOutput(loss, logits) instead, the loss as transformers computes it: each position
             predicts the next label, -100 is not counted, the mean over the counted ones, in fp32.
         """

@@ -22,7 +22,7 @@ comparison could not run (bad arguments, a checkpoint that does not load).
 transformers reads the same files where it can (a checkpoint folder; a LoRA adapter through peft's
 PeftModel over the base). A file only minigpt2 reads (a state dict outside its folder's standard name,
 nanoGPT's, llm.c's) is compared in transformers' model holding the weights minigpt2 read: the report then
-checks the computation, and tests/test_finetunes.py the reading.
+checks the computation, and tests/loading/test_finetunes.py the reading.
 
 Needs transformers, the reference: pip install "minigpt2[parity]".
 """

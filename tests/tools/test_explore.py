@@ -3,7 +3,7 @@ works in a real browser. (The `minigpt2 explore` command line and its refusals: 
 
 The browser test drives Debian's chromium through Selenium and chromium-driver: the WebDriver API
 reads console logs, moves a slider and picks from a <select> as a user does, with no protocol code here.
-To refresh the README's screenshot: UPDATE_SCREENSHOT=1 python -m pytest tests/test_explore.py -k browser
+To refresh the README's screenshot: UPDATE_SCREENSHOT=1 python -m pytest tests/tools/test_explore.py -k browser
 """
 
 from __future__ import annotations
