@@ -150,6 +150,21 @@ def medium_checkpoint(tmp_path_factory) -> Path:
     return write_checkpoint(tmp_path_factory.mktemp("medium"), shape="gpt2-medium", initializer_range=MEDIUM_INIT)
 
 
+@pytest.fixture(scope="session")
+def medium(medium_checkpoint):
+    """(minigpt2 GPT2, transformers' GPT2LMHeadModel in eval mode) on the gpt2-medium-shaped checkpoint, loaded
+    once for every test at that shape. Shared: read only."""
+    from transformers import GPT2LMHeadModel
+
+    from minigpt2 import GPT2
+
+    ours, theirs = GPT2.from_pretrained(medium_checkpoint), GPT2LMHeadModel.from_pretrained(medium_checkpoint).eval()
+    checks = [left_as_built(ours), left_as_built(theirs)]
+    yield ours, theirs
+    for check in checks:
+        check()
+
+
 def fill_hub_cache(
     hub_cache: Path, repo_id: str, files: dict[str, Path], commit: str, ref: str | None = "main"
 ) -> None:

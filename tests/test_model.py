@@ -135,8 +135,8 @@ def test_greedy_matches_transformers_tiny(tiny, reference):
 
 
 @pytest.mark.slow
-def test_gpt2_medium_shape_logits_and_greedy(medium_checkpoint):
-    ours, reference = load_both(medium_checkpoint)
+def test_gpt2_medium_shape_logits_and_greedy(medium):
+    ours, reference = medium
     assert (ours.config.n_layer, ours.config.n_embd, ours.config.n_head, ours.config.n_positions) == (
         24,
         1024,

@@ -29,7 +29,6 @@ from scoring_cases import (
     reference_logprobs,
 )
 
-from minigpt2 import GPT2
 from minigpt2.parity.reference import guide_perplexity
 from minigpt2.scoring import loglikelihood, multiple_choice, perplexity, windows
 
@@ -260,13 +259,10 @@ def test_multiple_choice_matches_build_nanogpt_on_transformers(tiny, reference):
 
 
 @pytest.mark.slow
-def test_gpt2_medium_shape_loss_and_guide_perplexity(medium_checkpoint):
+def test_gpt2_medium_shape_loss_and_guide_perplexity(medium):
     """At gpt2-medium's shape and context: the loss of a padded batch with ignored labels, and the guide's
     loop at stride 512 over 1536 tokens (two full 1024-token windows), on minigpt2 and on transformers."""
-    from transformers import GPT2LMHeadModel
-
-    model, reference = GPT2.from_pretrained(medium_checkpoint), GPT2LMHeadModel.from_pretrained(medium_checkpoint)
-    reference.eval()
+    model, reference = medium
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, model.config.vocab_size - 1, (2, 64), generator=generator)
     mask = torch.ones_like(ids)

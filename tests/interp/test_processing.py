@@ -231,7 +231,10 @@ def test_transformer_lens_keywords_are_process_true(checkpoint, unprocessed, ids
     fold_value_biases=True), as TransformerLens users write it, is process=True; a step named False is left
     out, the others applied, as in TransformerLens."""
     keywords = dict(fold_ln=True, center_writing_weights=True, center_unembed=True, fold_value_biases=True)
-    by_keywords, by_process = GPT2.from_pretrained(checkpoint, **keywords), GPT2.from_pretrained(checkpoint, process=True)
+    by_keywords, by_process = (
+        GPT2.from_pretrained(checkpoint, **keywords),
+        GPT2.from_pretrained(checkpoint, process=True),
+    )
     for (name, a), (_, b) in zip(by_keywords.state_dict().items(), by_process.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     no_fold = GPT2.from_pretrained(checkpoint, fold_ln=False)

@@ -88,7 +88,7 @@ def test_int8_weights_with_half_precision_activations(tiny_checkpoint, tiny, dty
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak memory from Linux's /proc")
-def test_loading_int8_holds_the_int8_weights_and_the_embedding_not_the_fp32_model(medium_checkpoint):
+def test_loading_int8_holds_the_int8_weights_and_the_embedding_not_the_fp32_model(medium_checkpoint, medium):
     code = f"""
 import re, torch, minigpt2
 peak = lambda: int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
@@ -103,7 +103,7 @@ print(peak() - before)
     growth = int(result.stdout.split()[-1])
     model = GPT2.from_pretrained(medium_checkpoint, quantize="int8")
     kept = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
-    fp32_sizes = [p.numel() * 4 for p in GPT2.from_pretrained(medium_checkpoint).parameters()]
+    fp32_sizes = [p.numel() * 4 for p in medium[0].parameters()]
     largest, fp32 = max(fp32_sizes), sum(fp32_sizes)  # the largest: the token embedding, kept for lookups
     print(
         f"\nint8 load + forward: peak growth {growth / 2**30:.2f} GiB; kept: int8 weights + the fp32 rest "

@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import ROOT, read_page
 
-from minigpt2 import GPT2, Tokenizer
+from minigpt2 import Tokenizer
 from minigpt2.explore import explore
 from minigpt2.explore.page import PATTERN_LEVELS
 from minigpt2.interp.attribution import direct_logit_attribution
@@ -158,9 +158,9 @@ def test_a_prompt_cannot_break_out_of_the_page(tiny):
 
 
 @pytest.mark.slow
-def test_a_40_token_gpt2_medium_page_is_under_5_mb(medium_checkpoint, tiny_checkpoint, tmp_path):
+def test_a_40_token_gpt2_medium_page_is_under_5_mb(medium, tiny_checkpoint, tmp_path):
     # the tiny checkpoint's tokenizer: its ids are the first of the medium vocabulary's
-    model, tokenizer = GPT2.from_pretrained(str(medium_checkpoint)), Tokenizer.from_pretrained(str(tiny_checkpoint))
+    (model, _), tokenizer = medium, Tokenizer.from_pretrained(str(tiny_checkpoint))
     size = explore(model, tokenizer, PROMPT, max_new_tokens=40, min_new_tokens=40).save(tmp_path / "page.html")
     print(f"\n40-token page, gpt2-medium shape: {size / 1e6:.2f} MB")
     assert size < 5e6
