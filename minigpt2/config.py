@@ -24,8 +24,17 @@ class GPT2Config:
     scale_attn_weights: bool = True  # False: attention scores are not divided by sqrt(head_dim)
     scale_attn_by_inverse_layer_idx: bool = False  # True: block i also divides them by i + 1 (stanford-crfm)
     reorder_and_upcast_attn: bool = False  # True: scores and softmax in fp32 even when the weights are half
+    # Dropout under model.train(), where transformers applies it: after the embeddings, on the attention
+    # pattern, after each residual branch. 0 for a model built from a config, as nanoGPT's default; a
+    # checkpoint's config.json gives its own (0.1 for the official ones). model.eval() never drops.
+    embd_pdrop: float = 0.0
+    attn_pdrop: float = 0.0
+    resid_pdrop: float = 0.0
 
     def __post_init__(self):
+        for name in ("embd_pdrop", "attn_pdrop", "resid_pdrop"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.activation_function not in NONLINEARITIES:

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from .cache import KVCache
@@ -49,6 +50,9 @@ class CausalSelfAttention(nn.Module):
         if config.scale_attn_by_inverse_layer_idx:
             self.scale /= layer + 1
         self.upcast = config.reorder_and_upcast_attn
+        self.attn_pdrop = config.attn_pdrop
+        self.attn_dropout = nn.Dropout(config.attn_pdrop)  # on the pattern, when written out
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
     def forward(self, x, mask: Mask, cache: KVCache | None, hook: Hook):
         B, T, C = x.shape
@@ -62,15 +66,16 @@ class CausalSelfAttention(nn.Module):
         if upcast or hook.wants(p + "hook_attn_scores", p + "hook_pattern"):
             y = self._attention_written_out(q, k, v, mask, hook, upcast)
         else:
+            dropout = self.attn_pdrop if self.training else 0.0
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask.keys_visible, is_causal=mask.is_causal, scale=self.scale
+                q, k, v, attn_mask=mask.keys_visible, is_causal=mask.is_causal, scale=self.scale, dropout_p=dropout
             )
         z = hook(p + "hook_z", y.transpose(1, 2))  # [B, T, H, D]: each head's output
         if hook.wants(p + "hook_result"):  # each head's share of the output, written out only when asked for
             W_O = self.c_proj.weight.view(C, H, D)  # [C, H, D]: the slice of c_proj that reads each head
             result = hook(p + "hook_result", torch.einsum("bthd,chd->bthc", z, W_O))  # [B, T, H, C]
-            return result.sum(dim=2) + self.c_proj.bias
-        return self.c_proj(z.reshape(B, T, C))  # heads side by side, then mixed
+            return self.resid_dropout(result.sum(dim=2) + self.c_proj.bias)
+        return self.resid_dropout(self.c_proj(z.reshape(B, T, C)))  # heads side by side, then mixed
 
     def _attention_written_out(self, q, k, v, mask: Mask, hook: Hook, upcast: bool):
         """What scaled_dot_product_attention computes, step by step, so the pattern can be seen.
@@ -81,7 +86,7 @@ class CausalSelfAttention(nn.Module):
         scores = scores.masked_fill(~mask.full(q.size(2), k.size(2), q.device), float("-inf"))
         scores = hook(self.hook_prefix + "hook_attn_scores", scores)
         pattern = hook(self.hook_prefix + "hook_pattern", scores.softmax(dim=-1))  # [B, H, T, S], rows sum to 1
-        return pattern.to(v.dtype) @ v  # [B, H, T, D]
+        return self.attn_dropout(pattern).to(v.dtype) @ v  # [B, H, T, D]
 
 
 class MLP(nn.Module):
@@ -90,12 +95,13 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, config.mlp_width)
         self.c_proj = nn.Linear(config.mlp_width, config.n_embd)
         self.act = NONLINEARITIES[config.activation_function]  # GPT-2's: GELU, tanh approximation
+        self.dropout = nn.Dropout(config.resid_pdrop)
         self.hook_prefix = f"blocks.{layer}.mlp."
 
     def forward(self, x, hook: Hook):
         pre = hook(self.hook_prefix + "hook_pre", self.c_fc(x))  # [B, T, mlp_width]
         post = hook(self.hook_prefix + "hook_post", self.act(pre))
-        return self.c_proj(post)
+        return self.dropout(self.c_proj(post))
 
 
 class Block(nn.Module):
@@ -151,7 +157,11 @@ class GPT2(PretrainedMixin, GenerationMixin, InterpretabilityMixin, ScoringMixin
         self.wpe = nn.Embedding(
             config.n_positions, config.n_embd, _weight=torch.empty(config.n_positions, config.n_embd)
         )
+        self.drop = nn.Dropout(config.embd_pdrop)
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        # True: under model.train(), each block's activations are recomputed in the backward pass instead of
+        # kept (less memory, one more forward; the same gradients). Hooks in a block then run twice.
+        self.gradient_checkpointing = False
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         tied = config.tie_word_embeddings  # a tied head is wte itself: no weight of its own to make
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False, device="meta" if tied else None)
@@ -232,9 +242,13 @@ class GPT2(PretrainedMixin, GenerationMixin, InterpretabilityMixin, ScoringMixin
     def compute_logits(self, input_ids, positions, mask: Mask, cache: KVCache | None, hook: Hook) -> torch.Tensor:
         """The model itself: embeddings, blocks, final LayerNorm, LM head. Logits [B, T, V]."""
         token_embed = hook("hook_embed", self.wte(input_ids))  # [B, T, C]
-        x = token_embed + hook("hook_pos_embed", self.wpe(positions).expand_as(token_embed))
+        x = self.drop(token_embed + hook("hook_pos_embed", self.wpe(positions).expand_as(token_embed)))
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.h:
-            x = block(x, mask, cache, hook)
+            if recompute:  # keep only each block's input; its activations are worked out again for the backward
+                x = torch.utils.checkpoint.checkpoint(block, x, mask, cache, hook, use_reentrant=False)
+            else:
+                x = block(x, mask, cache, hook)
         return self.lm_head(layer_norm(self.ln_f, x, hook, "ln_final."))
 
     @property

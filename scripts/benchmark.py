@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing the package
 
 from bench.assisted import assisted_drafts, assisted_runs  # noqa: E402
-from bench.harness import cpu_summary, load_figures, median_rates, weight_bytes  # noqa: E402
+from bench.harness import cpu_summary, load_figures, median_rates, warm_file_cache, weight_bytes  # noqa: E402
 from bench.report import print_table  # noqa: E402
 from bench.sections import (  # noqa: E402
     EXPLORED_TOKENS,
@@ -150,6 +150,7 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
         runs, size = explore_runs(ours32, tokenizer(path), Path(args.scratch))
         results["explore"] = {**median_rates(runs, args.rounds), "page_bytes": size, "tokens": EXPLORED_TOKENS}
     if device.type == "cpu" and "load" in sections:
+        warm_file_cache(path)
         results["load"] = {name: load_figures(path, name) for name in dtypes if name in ("float32", "bfloat16")}
     return results
 

@@ -31,6 +31,20 @@ from scoring_cases import long_text  # noqa: E402
 from minigpt2 import GPT2Config  # noqa: E402
 from minigpt2.testing.checkpoints import SAMPLE_TEXTS, write_checkpoint  # noqa: E402
 
+# The suite runs on every core through pytest-xdist (pyproject's addopts): each worker's torch gets its share
+# of the cores, so that the workers' matrix products do not fight over them.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+
+def pytest_collection_modifyitems(items):
+    """Every test at the gpt2-medium shape runs in one worker, so that its checkpoint and models (1.4 GB each)
+    are built and held once."""
+    for item in items:
+        if "medium_checkpoint" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("medium"))
+
+
 LOGIT_TOLERANCE = 1e-4  # max abs difference of fp32 logits against transformers
 
 # GPT-2's own init (std 0.02) leaves a tiny random model's activations so small that a wrong GELU

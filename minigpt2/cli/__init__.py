@@ -10,7 +10,7 @@ import sys
 from huggingface_hub.utils import logging as hf_logging
 
 from ..checkpoint import CheckpointError
-from . import choice, explore, export, generate, parity, perplexity
+from . import choice, explore, export, generate, parity, perplexity, train
 
 SUBCOMMANDS = {
     "explore": explore,
@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "perplexity": perplexity,
     "multiple-choice": choice,
     "parity": parity,
+    "train": train,
 }
 
 

@@ -43,6 +43,10 @@ def read_config(checkpoint: Checkpoint) -> GPT2Config:
             scale_attn_weights=bool(raw.get("scale_attn_weights", True)),
             scale_attn_by_inverse_layer_idx=bool(raw.get("scale_attn_by_inverse_layer_idx", False)),
             reorder_and_upcast_attn=bool(raw.get("reorder_and_upcast_attn", False)),
+            # transformers' defaults when config.json leaves them out
+            embd_pdrop=float(raw.get("embd_pdrop", 0.1)),
+            attn_pdrop=float(raw.get("attn_pdrop", 0.1)),
+            resid_pdrop=float(raw.get("resid_pdrop", 0.1)),
         )
     except KeyError as e:
         raise CheckpointError(f"{path} lacks the field {e.args[0]!r} that a GPT-2 config must have") from None

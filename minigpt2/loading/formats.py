@@ -139,6 +139,7 @@ def _nanogpt(path: Path, checkpoint: dict) -> FileWeights:
             n_head=int(args["n_head"]),
             activation_function="gelu",  # nn.GELU: exact, not GPT-2's tanh approximation
             eos_token_id=GPT2_EOS if vocab > GPT2_EOS else None,
+            **dict.fromkeys(("embd_pdrop", "attn_pdrop", "resid_pdrop"), float(args.get("dropout", 0.0))),
         )
         bias = bool(args["bias"])
     except KeyError as e:

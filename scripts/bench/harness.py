@@ -117,15 +117,12 @@ print(seconds, time.perf_counter() - started, peak_loading, rss("VmHWM:") - befo
 
 
 def load_figures(path: str, dtype: str) -> dict:
-    """Seconds and peak memory growth of each library's from_pretrained, in fresh processes (second of two runs)."""
+    """Seconds and peak memory growth of each library's from_pretrained, in a fresh process each, from a warm
+    file cache (warm_file_cache first)."""
     figures = {}
     libraries = ("minigpt2", "transformers") + (("minigpt2 fast",) if dtype == "float32" else ())
     for which in libraries:
-        for _ in range(2):  # the first run warms the file cache
-            done = subprocess.run(
-                [sys.executable, "-c", LOAD_PROBE, which, path, dtype], capture_output=True, text=True, check=True
-            )
-        seconds, with_forward, peak_loading, peak_forward = (float(x) for x in done.stdout.split()[-4:])
+        seconds, with_forward, peak_loading, peak_forward = _load_probe(which, path, dtype)
         figures[which] = {
             "seconds": seconds,
             "seconds_with_first_forward": with_forward,
@@ -133,3 +130,15 @@ def load_figures(path: str, dtype: str) -> dict:
             "peak_rss_first_forward": peak_forward,
         }
     return figures
+
+
+def warm_file_cache(path: str) -> None:
+    """One load, not measured, so that every measured one reads the checkpoint from the page cache."""
+    _load_probe("minigpt2", path, "float32")
+
+
+def _load_probe(which: str, path: str, dtype: str) -> tuple[float, ...]:
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_PROBE, which, path, dtype], capture_output=True, text=True, check=True
+    )
+    return tuple(float(x) for x in done.stdout.split()[-4:])

@@ -1,0 +1,13 @@
+"""The training wing: data (data.py), AdamW and its schedule (optim.py), the loop (loop.py), checkpoints
+that never lose work (checkpoints.py), and `minigpt2 train` (cli.py). See docs/training.md.
+
+    from minigpt2.training import TrainConfig, train, resume
+    trainer = train(TrainConfig("notes.txt", model="gpt2", steps=200, out="out"))
+    trainer.history[-1]      # {"step": 200, "loss": ..., "lr": ..., "grad_norm": ..., "val_loss": ...}
+    resume("out", steps=400)  # on from out/'s newest checkpoint
+"""
+
+from .data import CharVocab
+from .loop import TrainConfig, Trainer, resume, train
+
+__all__ = ["CharVocab", "TrainConfig", "Trainer", "resume", "train"]

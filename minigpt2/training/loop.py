@@ -1,0 +1,409 @@
+"""The training loop, in the order nanoGPT's train.py runs it: a model (a checkpoint to fine-tune, or a shape
+to train from scratch), its data, AdamW with its schedule, then step after step: the learning rate of the
+step, micro-batches whose gradients add up, clipping, the update; the val loss every eval_every steps, a
+checkpoint every save_every steps and at the end, a JSONL row for every step.
+
+    trainer = train(TrainConfig("notes.txt", model="gpt2", steps=200, out="out"))
+    trainer = resume("out")                           # from its newest checkpoint, bit for bit
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import CheckpointError, resolve
+from ..loading import LoadOptions
+from ..model import GPT2, PRESETS, GPT2Config
+from ..scoring import score
+from ..tokenizer import Tokenizer
+from ..writing import check_writable
+from . import checkpoints, data
+from .optim import Schedule, adamw, clip, micro_steps
+
+AUTOCAST = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SHAPE_FIELDS = ("shape", "n_layer", "n_head", "n_embd", "vocab_size")
+
+
+@dataclass
+class TrainConfig:
+    """A run, whole: every default is stated here once (the command's options leave out what is not given)."""
+
+    data: str = ""  # a text file, a folder of .txt/.jsonl, llm.c's .bin shards; JSONL of {prompt, completion}
+    out: str = "out"  # checkpoints OUT/step-NNNNNN and the log
+    model: str | None = None  # a checkpoint to fine-tune; None: from scratch, in the shape below
+    shape: str | None = None  # from scratch: a preset (gpt2, gpt2-medium, ...), the sizes below over it
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    vocab_size: int | None = None  # from scratch; None: the tokenizer's
+    block_size: int | None = None  # tokens a row; None: the model's n_positions (from scratch it sets them)
+    tokenizer: str = "gpt2"  # from scratch, without char: the checkpoint whose tokenizer reads the data
+    char: bool = False  # from scratch: a character vocabulary built from the data (nanoGPT's shakespeare_char)
+    instructions: bool = False  # the data is JSONL of {prompt, completion}: only completions are learned
+    val_fraction: float = 0.1  # the end of the data held out (llm.c's "val" shards instead, when there are)
+    steps: int = 1000
+    batch_size: int = 12
+    tokens_per_step: int | None = None  # None: one batch a step; else batches accumulated to this many tokens
+    lr: float | None = None  # None: 6e-4 from scratch (nanoGPT's train.py), 3e-5 fine-tuning (finetune_shakespeare)
+    min_lr: float | None = None  # None: lr / 10
+    warmup: int = 0  # steps
+    schedule: str = "cosine"  # after warmup: cosine or linear down to min_lr at the last step, or constant
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0: no clipping (the norm is logged either way)
+    device: str = "cpu"
+    dtype: str = "float32"  # autocast: float32 (none), bfloat16 (CPU, CUDA), float16 (CUDA, with a GradScaler)
+    eval_every: int = 250  # steps; and at the last
+    eval_batches: int = 20  # the fixed val set: this many batches spread over the val split
+    sample_every: int = 0  # steps between seeded samples; 0: none
+    sample_tokens: int = 64
+    save_every: int = 1000  # steps; and at the last
+    keep: int = 3  # checkpoints kept, the newest
+    log_every: int = 10  # a progress line every N steps when stderr is not a terminal (every step when it is)
+    seed: int = 1337
+    log: str | None = None  # the JSONL log; None: OUT/log.jsonl
+
+
+class Trainer:
+    """A run set up from its config (and, resuming, its checkpoint): call fit() to train."""
+
+    def __init__(self, config: TrainConfig, resume_from: Path | None = None):
+        lr = config.lr or (6e-4 if config.model is None else 3e-5)
+        min_lr = config.min_lr if config.min_lr is not None else lr / 10
+        self.config = c = replace(config, data=str(Path(config.data).resolve()), lr=lr, min_lr=min_lr)
+        self.device = LoadOptions(device=c.device).device
+        state = checkpoints.read_state(resume_from) if resume_from else None
+        self.out = Path(c.out)
+        self._check_out(state)
+        torch.manual_seed(c.seed)
+        self._build_model(resume_from)
+        self._build_data()
+        self.schedule = Schedule(c.lr, c.min_lr, c.warmup, c.steps, c.schedule)
+        self.micro = micro_steps(c.tokens_per_step, c.batch_size, self.block_size)
+        self.optimizer = adamw(self.model, lr=c.lr, weight_decay=c.weight_decay, betas=(c.beta1, c.beta2))
+        self.amp = AUTOCAST.get(c.dtype, "?")
+        if self.amp == "?":
+            raise ValueError(f"unknown dtype {c.dtype!r}; choose one of {', '.join(AUTOCAST)}")
+        if self.amp is torch.float16 and self.device.type != "cuda":
+            raise ValueError("float16 training needs CUDA (for its GradScaler); on the CPU use bfloat16")
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp is torch.float16 else None
+        self.step, self.history = 0, []
+        if state:
+            self._restore(state)
+        self.log_path = Path(c.log) if c.log else self.out / "log.jsonl"
+
+    def _check_out(self, state: dict | None) -> None:
+        """A new run never writes over checkpoints, and a resume never continues behind later ones."""
+        found = checkpoints.checkpoints(self.out) if self.out.is_dir() else []
+        later = [p for p in found if state is None or int(p.name[5:]) > state["step"]]
+        if later and state is None:
+            raise CheckpointError(
+                f"{self.out} holds checkpoints already ({later[-1].name}); continue with --resume {self.out}, "
+                "or give another --out"
+            )
+        if later:
+            raise CheckpointError(
+                f"{self.out} holds checkpoints after step {state['step']} ({later[-1].name}); resume from the "
+                "newest, or give another --out"
+            )
+
+    def _build_model(self, resume_from: Path | None) -> None:
+        c = self.config
+        self.vocab = None  # a CharVocab, or None for a checkpoint's tokenizer
+        if resume_from or c.model:
+            if c.char and not resume_from:
+                raise ValueError("--char builds a vocabulary for a model trained from scratch; --model brings its own")
+            source = resolve(resume_from or c.model)
+            self.model = GPT2.from_pretrained(resume_from or c.model, device=self.device, dtype="float32")
+            _own_weights(self.model)
+            self.base_config = source.config
+            self.vocab = data.CharVocab.load(source.folder) if c.char else None
+            tokenizer_source = source
+        else:
+            self.base_config = None
+            self.vocab = data.CharVocab.from_data(Path(c.data)) if c.char else None
+            tokenizer_source = None if c.char else resolve(c.tokenizer)
+        self.tokenizer_files = {}
+        if tokenizer_source is not None:
+            names = [n for n in checkpoints.TOKENIZER_FILES if n in tokenizer_source.files]
+            self.tokenizer_files = {n: tokenizer_source.path(n) for n in names}
+        self.tokenizer = self.vocab or Tokenizer.from_checkpoint(tokenizer_source)
+        if not (resume_from or c.model):
+            self.model = GPT2(self._shape()).to(self.device)
+        n_positions = self.model.config.n_positions
+        self.block_size = c.block_size or n_positions
+        if self.block_size > n_positions:
+            raise ValueError(
+                f"--block-size {self.block_size} is longer than the model's context (n_positions {n_positions}); "
+                f"give at most {n_positions}"
+            )
+        if self.tokenizer.vocab_size > self.model.config.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {self.tokenizer.vocab_size} tokens, more than the model's vocabulary "
+                f"({self.model.config.vocab_size})"
+            )
+
+    def _shape(self) -> GPT2Config:
+        c = self.config
+        if c.shape is None and c.n_layer is None and c.n_head is None and c.n_embd is None:
+            raise ValueError(
+                "give --model to fine-tune a checkpoint, or a shape to train from scratch: --shape, --n-layer ..."
+            )
+        if c.shape is not None and c.shape not in PRESETS:
+            raise ValueError(f"unknown shape {c.shape!r}; choose one of {', '.join(PRESETS)}")
+        shape = PRESETS[c.shape] if c.shape else GPT2Config()
+        sizes = {k: getattr(c, k) for k in ("n_layer", "n_head", "n_embd") if getattr(c, k) is not None}
+        eos = self.tokenizer.eos_token_id
+        return replace(
+            shape,
+            **sizes,
+            vocab_size=c.vocab_size or self.tokenizer.vocab_size,
+            n_positions=c.block_size or shape.n_positions,
+            eos_token_id=eos,
+        )
+
+    def _build_data(self) -> None:
+        c = self.config
+        B, T = c.batch_size, self.block_size
+        if c.instructions:
+            examples = data.read_instructions(Path(c.data), self.tokenizer, T)
+            held = round(len(examples) * c.val_fraction)
+            if c.val_fraction and not held:
+                raise ValueError(f"{c.data}: {len(examples)} examples leave none for the val split; give more")
+            self.data_key = hashlib.sha256(Path(c.data).read_bytes()).hexdigest()[:16]
+            pad = self.tokenizer.eos_token_id if self.tokenizer.pad_token_id is None else self.tokenizer.pad_token_id
+            self.batches = data.Examples(examples[: len(examples) - held], B, c.seed, pad)
+            val = data.Examples(examples[len(examples) - held :], B, c.seed, pad) if held else None
+        else:
+            fingerprint = self.vocab.fingerprint if self.vocab else _files_hash(self.tokenizer_files)
+            train, val_shards, self.data_key = data.token_streams(c.data, self.tokenizer, fingerprint)
+            train, val_split = (train, val_shards) if val_shards else data.split(train, c.val_fraction)
+            data.check_fits(train, T, "train")
+            if val_shards or c.val_fraction:
+                data.check_fits(val_split, T, "val")
+            self.batches = data.Windows(train, T, B, c.seed)
+            val = data.Windows(val_split, T, B, c.seed) if val_split else None
+        self.val_batches = val.fixed(c.eval_batches) if val else []
+
+    def _restore(self, state: dict) -> None:
+        if state["data_key"] != self.data_key:
+            raise CheckpointError(
+                f"the data at {self.config.data} is not what the checkpoint was trained on (its content changed); "
+                "resume with the same data"
+            )
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batches.load_state_dict(state["data"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = state["step"]
+
+    def fit(self) -> list[dict]:
+        """Train up to config.steps; returns (and appends to history) the log row of every step."""
+        c = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        check_writable(self.log_path)
+        _keep_log_until(self.log_path, self.step)
+        self.started, first = time.perf_counter(), self.step
+        with open(self.log_path, "a", encoding="utf-8") as log:
+            while self.step < c.steps:
+                row = self.train_step()
+                last = self.step == c.steps
+                if self.val_batches and (self.step % c.eval_every == 0 or last):
+                    row["val_loss"] = self.evaluate()
+                if c.sample_every and self.step % c.sample_every == 0:
+                    row["sample"] = self.sample()
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                self.history.append(row)
+                self._progress(row, first)
+                if self.step % c.save_every == 0 or last:
+                    self.save()
+        return self.history
+
+    def train_step(self) -> dict:
+        """One optimizer step: its learning rate, the micro-batches' gradients added up, clipping, the update."""
+        started = time.perf_counter()
+        lr = self.schedule(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        loss, tokens = torch.zeros((), device=self.device), 0
+        for _ in range(self.micro):
+            x, y = (t.to(self.device) for t in next(self.batches))
+            with self._autocast():
+                micro_loss = self.model(x, labels=y).loss / self.micro  # the mean over the step's micro-batches
+            (self.scaler.scale(micro_loss) if self.scaler else micro_loss).backward()
+            loss += micro_loss.detach()
+            tokens += x.numel()
+        loss = loss.item()
+        if not math.isfinite(loss):
+            raise ValueError(
+                f"the loss is {loss} at step {self.step + 1}; the run stops (its checkpoints are kept): "
+                "lower --lr, or train in float32 or bfloat16"
+            )
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients
+        grad_norm = clip(self.model, self.config.grad_clip)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        seconds = time.perf_counter() - started
+        return {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens / seconds}
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
+
+    def evaluate(self) -> float:
+        """The mean loss over every counted token of the fixed val batches, as the model's loss counts them."""
+        self.model.eval()
+        nll, counted = 0.0, 0
+        for x, y in self.val_batches:
+            with self._autocast():
+                logprobs = score(self.model, x.to(self.device))  # [B, T-1]: log p(token t | before t)
+            mask = (y[:, 1:] != data.IGNORE).to(self.device)
+            nll -= logprobs.double().mul(mask).sum().item()
+            counted += int(mask.sum())
+        self.model.train()
+        return nll / counted
+
+    def sample(self) -> str:
+        """Seeded text from the start token: the same draws at every sample, so the change is the model's."""
+        start = self.tokenizer.eos_token_id if self.tokenizer.bos_token_id is None else self.tokenizer.bos_token_id
+        self.model.eval()
+        ids = torch.tensor([[start]], device=self.device)
+        tokens = min(self.config.sample_tokens, self.model.config.n_positions - 1)
+        out = self.model.generate(ids, max_new_tokens=tokens, do_sample=True, seed=self.config.seed)
+        self.model.train()
+        return self.tokenizer.decode(out[0, 1:].tolist())
+
+    def save(self) -> Path:
+        c, model = self.config, self.model
+        config_json = checkpoints.hf_config(model.config, self.base_config, self.tokenizer.bos_token_id)
+        generation = {"bos_token_id": config_json["bos_token_id"], "eos_token_id": config_json["eos_token_id"]}
+        state = {
+            "step": self.step,
+            "config": dataclasses.asdict(c),
+            "shape": dataclasses.asdict(model.config),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            },
+            "data": self.batches.state_dict(),
+            "data_key": self.data_key,
+            "scaler": self.scaler.state_dict() if self.scaler else {},
+        }
+        return checkpoints.save(
+            self.out,
+            self.step,
+            model=model,
+            config_json=config_json,
+            generation_json=generation,
+            write_tokenizer=self.vocab.save if self.vocab else checkpoints.copy_tokenizer_files(self.tokenizer_files),
+            state=state,
+            keep=c.keep,
+        )
+
+    def _progress(self, row: dict, first: int) -> None:
+        tty = sys.stderr.isatty()
+        due = "val_loss" in row or (self.config.log_every and row["step"] % self.config.log_every == 0)
+        if not (tty or due):
+            return
+        done = row["step"] - first
+        eta = (time.perf_counter() - self.started) / done * (self.config.steps - row["step"])
+        line = (
+            f"step {row['step']}/{self.config.steps} loss {row['loss']:.4f} lr {row['lr']:.2e} "
+            f"{row['tokens_per_s']:,.0f} tok/s ETA {eta // 60:.0f}m{eta % 60:02.0f}s"
+        )
+        if "val_loss" in row:
+            line += f" val {row['val_loss']:.4f}"
+        print(
+            ("\r" if tty else "") + line + ("\033[K" if tty else ""),
+            end="\n" if due or not tty else "",
+            file=sys.stderr,
+        )
+        if "sample" in row:
+            print(row["sample"], file=sys.stderr)
+
+
+def train(config: TrainConfig) -> Trainer:
+    """Set up the run and train it to the end; the trainer holds the model, the history and the last save."""
+    trainer = Trainer(config)
+    trainer.fit()
+    return trainer
+
+
+def resume(path, **overrides) -> Trainer:
+    """Continue the run of a checkpoint (OUT/step-N, or OUT for its newest), to its steps or to `steps=`.
+    overrides change the run's config (steps, eval_every, out, ...); the same as before continue bit for bit."""
+    folder = checkpoints.find(path)
+    state = checkpoints.read_state(folder)
+    saved = GPT2Config(**state["shape"])
+    asked = {k: v for k, v in overrides.items() if k in SHAPE_FIELDS and v is not None}
+    if asked:
+        wanted = replace(PRESETS.get(asked.get("shape"), saved), **{k: v for k, v in asked.items() if k != "shape"})
+        if _sizes(wanted) != _sizes(saved):
+            raise CheckpointError(
+                f"{folder} holds a model of {_describe(saved)}, and the options ask for {_describe(wanted)}; "
+                "resume without them, or start a new run with another --out"
+            )
+    if overrides.get("model"):
+        raise ValueError("give --resume or --model, not both: a resumed run continues its own model")
+    config = TrainConfig(**{**state["config"], "out": str(folder.parent), **overrides})
+    trainer = Trainer(config, resume_from=folder)
+    if _sizes(trainer.model.config) != _sizes(saved):
+        raise CheckpointError(f"{folder}'s weights are not the shape its {checkpoints.STATE_FILE} was saved with")
+    trainer.fit()
+    return trainer
+
+
+def _sizes(config: GPT2Config) -> tuple:
+    return config.n_layer, config.n_head, config.n_embd, config.vocab_size
+
+
+def _describe(config: GPT2Config) -> str:
+    return f"{config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, {config.vocab_size} tokens"
+
+
+def _own_weights(model: GPT2) -> None:
+    """Loaded fp32 weights can be views of the checkpoint file's mapping (the projections transposed views):
+    training gets contiguous copies of its own."""
+    state = {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
+    model.load_state_dict(state, assign=True)
+    model.tie_weights()
+
+
+def _files_hash(files: dict[str, Path]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name].read_bytes())
+    return digest.hexdigest()
+
+
+def _keep_log_until(path: Path, step: int) -> None:
+    """A resumed run's log continues after its checkpoint's step: rows a killed run wrote after it go."""
+    if not path.is_file():
+        return
+    if step == 0:
+        path.unlink()
+        return
+    rows = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
