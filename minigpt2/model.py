@@ -50,7 +50,6 @@ class CausalSelfAttention(nn.Module):
         if config.scale_attn_by_inverse_layer_idx:
             self.scale /= layer + 1
         self.upcast = config.reorder_and_upcast_attn
-        self.attn_pdrop = config.attn_pdrop
         self.attn_dropout = nn.Dropout(config.attn_pdrop)  # on the pattern, when written out
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
@@ -66,7 +65,7 @@ class CausalSelfAttention(nn.Module):
         if upcast or hook.wants(p + "hook_attn_scores", p + "hook_pattern"):
             y = self._attention_written_out(q, k, v, mask, hook, upcast)
         else:
-            dropout = self.attn_pdrop if self.training else 0.0
+            dropout = self.attn_dropout.p if self.training else 0.0
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask.keys_visible, is_causal=mask.is_causal, scale=self.scale, dropout_p=dropout
             )

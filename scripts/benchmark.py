@@ -8,6 +8,7 @@ gpt2-medium-shaped checkpoint in the official layout (random values) in a tempor
     python scripts/benchmark.py --json bench.json      # the same, also written as JSON
     python scripts/benchmark.py --device cuda --compile  # on a GPU: fp32, bf16, fp16, and compile=True
     python scripts/benchmark.py --sections beam          # one section only (also: decode, prefill, batched, load)
+    python scripts/benchmark.py --sections train         # training: nanoGPT's CPU recipe and the gpt2 shape
 
 Sections: the memory bandwidth bound (the fastest of three reads of a weight-sized matrix, and
 the decode rate it allows: weights' bytes / bandwidth); batch-1 greedy decode per dtype; prefill
@@ -18,7 +19,9 @@ activation patching sweep (every layer x 20 positions) against one forward pass 
 assisted decoding (the target's own first blocks, an unrelated small model, prompt lookup) against plain
 greedy, with each draft's acceptance; scoring: the perplexity of 2 contexts' worth of tokens at a stride
 of half the context, minigpt2's perplexity() against transformers' perplexity guide loop; and the
-explorer: writing a 40-token page (minigpt2 explore) against the plain generation, and its size.
+explorer: writing a 40-token page (minigpt2 explore) against the plain generation, and its size;
+training (the train section, on shapes of its own): tokens/s of minigpt2's trainer against the same loop
+over transformers' GPT2LMHeadModel, fp32 and bf16 autocast, and each one's peak memory (bench/train.py).
 """
 
 from __future__ import annotations
@@ -48,12 +51,15 @@ from bench.sections import (  # noqa: E402
     scoring_runs,
     tokenizer,
 )
+from bench.train import AUTOCAST as TRAIN_AUTOCAST  # noqa: E402
+from bench.train import SHAPES as TRAIN_SHAPES  # noqa: E402
+from bench.train import memory_figures, train_runs  # noqa: E402
 
 from minigpt2 import GPT2, resolve  # noqa: E402
 from minigpt2.parity.reference import reference_model  # noqa: E402
 from minigpt2.testing.checkpoints import write_checkpoint  # noqa: E402
 
-SECTIONS = ("decode", "prefill", "batched", "beam", "scoring", "assisted", "load", "patching", "explore")
+SECTIONS = ("decode", "prefill", "batched", "beam", "scoring", "assisted", "load", "patching", "explore", "train")
 PROMPT_TOKENS = 8
 
 
@@ -79,6 +85,10 @@ def main(argv=None) -> int:
         default=",".join(SECTIONS),
         help=f"comma-separated, from {', '.join(SECTIONS)} (default: all; decode includes the deviations)",
     )
+    parser.add_argument(
+        "--train-shapes", default=",".join(TRAIN_SHAPES), help=f"for the train section, from {', '.join(TRAIN_SHAPES)}"
+    )
+    parser.add_argument("--train-steps", type=int, default=5, help="optimizer steps a timed train run (default: 5)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args(argv)
     args.sections = set(args.sections.split(","))
@@ -88,10 +98,18 @@ def main(argv=None) -> int:
     dtypes = (args.dtypes or "float32,bfloat16,int8" + (",float16" if device.type == "cuda" else "")).split(",")
 
     with tempfile.TemporaryDirectory() as scratch:
-        path = args.model or str(write_checkpoint(Path(scratch), shape="gpt2-medium"))
         args.scratch = scratch
-        results = measure(path, device, dtypes, args)
+        if args.sections - {"train"}:
+            path = args.model or str(write_checkpoint(Path(scratch), shape="gpt2-medium"))
+            results = measure(path, device, dtypes, args)
+        else:
+            results = {"device": str(device), "threads": torch.get_num_threads(), "rounds": args.rounds, "decode": {}}
+            results["cpu"] = cpu_summary()
+        if "train" in args.sections:
+            results["train"] = train_figures(dtypes, args)
     results["model"] = args.model or "gpt2-medium shape (random values, official layout)"
+    if not args.sections - {"train"}:
+        results["model"] = "the train section's shapes (random values)"
     print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
@@ -153,6 +171,20 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
         warm_file_cache(path)
         results["load"] = {name: load_figures(path, name) for name in dtypes if name in ("float32", "bfloat16")}
     return results
+
+
+def train_figures(dtypes: list[str], args) -> dict:
+    """{shape: {dtype: tokens/s of each, and peak memory}}: the trainer's own shapes, not --model's."""
+    figures = {}
+    for shape in args.train_shapes.split(","):
+        if shape not in TRAIN_SHAPES:
+            raise SystemExit(f"benchmark.py: error: --train-shapes takes {', '.join(TRAIN_SHAPES)}, got {shape!r}")
+        figures[shape] = {}
+        for dtype in (d for d in dtypes if d in TRAIN_AUTOCAST):
+            runs = train_runs(shape, dtype, Path(args.scratch), args.train_steps)
+            rates = median_rates(runs, args.rounds)
+            figures[shape][dtype] = {"tokens_per_s": rates, "peak_memory": memory_figures(shape, dtype)}
+    return figures
 
 
 if __name__ == "__main__":

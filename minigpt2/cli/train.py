@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--beta1", metavar="B", type=non_negative_float, help="AdamW's")
     add("--beta2", metavar="B", type=non_negative_float, help="AdamW's")
     add("--grad-clip", metavar="NORM", type=non_negative_float, help="clip the gradients' norm (0: never)")
+    add(
+        "--dropout",
+        metavar="P",
+        type=fraction,
+        help="embd/attn/resid_pdrop (default: the checkpoint's; 0 from scratch)",
+    )
     add("--device", help="cpu, cuda, cuda:1, mps")
     add("--dtype", choices=AUTOCAST, help="autocast: bfloat16 (CPU, CUDA), float16 (CUDA, with a GradScaler)")
     add("--eval-every", metavar="N", type=positive_int, help="steps between val losses (and at the end)")
@@ -106,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--seed", metavar="N", type=int, help="for the init and the batches")
     add("--log", metavar="FILE", help="the JSONL log of every step (default: OUT/log.jsonl)")
+    add("--plot", action="store_true", help="draw the loss curves into OUT/loss.png at the end (matplotlib)")
+    p.add_argument(
+        "--no-tensorboard",
+        dest="tensorboard",
+        action="store_false",
+        help="no TensorBoard scalars (written to OUT/tensorboard when tensorboard is installed)",
+    )
     return p
 
 

@@ -39,7 +39,7 @@ _STEP = re.compile(r"step-(\d+)")
 def hf_config(config: GPT2Config, base: dict | None, bos_token_id: int | None) -> dict:
     """config.json: the base checkpoint's (so its other fields survive a fine-tune) with this model's shape,
     or, from scratch, what transformers' GPT2Config needs."""
-    out = dict(base) if base else {"embd_pdrop": 0.0, "attn_pdrop": 0.0, "resid_pdrop": 0.0, "initializer_range": 0.02}
+    out = dict(base) if base else {"initializer_range": 0.02}
     out.update(
         model_type="gpt2",
         architectures=["GPT2LMHeadModel"],
@@ -58,9 +58,10 @@ def hf_config(config: GPT2Config, base: dict | None, bos_token_id: int | None) -
         scale_attn_weights=config.scale_attn_weights,
         scale_attn_by_inverse_layer_idx=config.scale_attn_by_inverse_layer_idx,
         reorder_and_upcast_attn=config.reorder_and_upcast_attn,
+        embd_pdrop=config.embd_pdrop,
+        attn_pdrop=config.attn_pdrop,
+        resid_pdrop=config.resid_pdrop,
     )
-    for name in ("embd_pdrop", "attn_pdrop", "resid_pdrop"):  # the model's own, where its config has them
-        out[name] = getattr(config, name, out[name])
     return out
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import math
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,9 +24,9 @@ from ..loading import LoadOptions
 from ..model import GPT2, PRESETS, GPT2Config
 from ..scoring import score
 from ..tokenizer import Tokenizer
-from ..writing import check_writable
 from . import checkpoints, data
 from .optim import Schedule, adamw, clip, micro_steps
+from .progress import Progress, plot_log
 
 AUTOCAST = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SHAPE_FIELDS = ("shape", "n_layer", "n_head", "n_embd", "vocab_size")
@@ -62,6 +60,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0: no clipping (the norm is logged either way)
+    dropout: float | None = None  # embd/attn/resid_pdrop; None: the checkpoint's (0.1 in transformers), 0 from scratch
     device: str = "cpu"
     dtype: str = "float32"  # autocast: float32 (none), bfloat16 (CPU, CUDA), float16 (CUDA, with a GradScaler)
     eval_every: int = 250  # steps; and at the last
@@ -73,6 +72,8 @@ class TrainConfig:
     log_every: int = 10  # a progress line every N steps when stderr is not a terminal (every step when it is)
     seed: int = 1337
     log: str | None = None  # the JSONL log; None: OUT/log.jsonl
+    tensorboard: bool = True  # TensorBoard's scalars in OUT/tensorboard, when tensorboard is installed
+    plot: bool = False  # OUT/loss.png at the end, the loss curves of the log (matplotlib)
 
 
 class Trainer:
@@ -141,6 +142,8 @@ class Trainer:
         self.tokenizer = self.vocab or Tokenizer.from_checkpoint(tokenizer_source)
         if not (resume_from or c.model):
             self.model = GPT2(self._shape()).to(self.device)
+        if c.dropout is not None:
+            _set_dropout(self.model, c.dropout)
         n_positions = self.model.config.n_positions
         self.block_size = c.block_size or n_positions
         if self.block_size > n_positions:
@@ -215,10 +218,8 @@ class Trainer:
         """Train up to config.steps; returns (and appends to history) the log row of every step."""
         c = self.config
         self.out.mkdir(parents=True, exist_ok=True)
-        check_writable(self.log_path)
-        _keep_log_until(self.log_path, self.step)
-        self.started, first = time.perf_counter(), self.step
-        with open(self.log_path, "a", encoding="utf-8") as log:
+        board = self.out / "tensorboard" if c.tensorboard else None
+        with Progress(self.log_path, c.steps, c.log_every, self.step, board) as progress:
             while self.step < c.steps:
                 row = self.train_step()
                 last = self.step == c.steps
@@ -226,12 +227,12 @@ class Trainer:
                     row["val_loss"] = self.evaluate()
                 if c.sample_every and self.step % c.sample_every == 0:
                     row["sample"] = self.sample()
-                log.write(json.dumps(row) + "\n")
-                log.flush()
+                progress.record(row)
                 self.history.append(row)
-                self._progress(row, first)
                 if self.step % c.save_every == 0 or last:
                     self.save()
+        if c.plot:
+            plot_log(self.log_path, self.out / "loss.png")
         return self.history
 
     def train_step(self) -> dict:
@@ -322,27 +323,6 @@ class Trainer:
             keep=c.keep,
         )
 
-    def _progress(self, row: dict, first: int) -> None:
-        tty = sys.stderr.isatty()
-        due = "val_loss" in row or (self.config.log_every and row["step"] % self.config.log_every == 0)
-        if not (tty or due):
-            return
-        done = row["step"] - first
-        eta = (time.perf_counter() - self.started) / done * (self.config.steps - row["step"])
-        line = (
-            f"step {row['step']}/{self.config.steps} loss {row['loss']:.4f} lr {row['lr']:.2e} "
-            f"{row['tokens_per_s']:,.0f} tok/s ETA {eta // 60:.0f}m{eta % 60:02.0f}s"
-        )
-        if "val_loss" in row:
-            line += f" val {row['val_loss']:.4f}"
-        print(
-            ("\r" if tty else "") + line + ("\033[K" if tty else ""),
-            end="\n" if due or not tty else "",
-            file=sys.stderr,
-        )
-        if "sample" in row:
-            print(row["sample"], file=sys.stderr)
-
 
 def train(config: TrainConfig) -> Trainer:
     """Set up the run and train it to the end; the trainer holds the model, the history and the last save."""
@@ -383,6 +363,14 @@ def _describe(config: GPT2Config) -> str:
     return f"{config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, {config.vocab_size} tokens"
 
 
+def _set_dropout(model: GPT2, p: float) -> None:
+    """Every dropout of the model at p, and its config saying so (config.json carries it to the checkpoint)."""
+    model.config = replace(model.config, embd_pdrop=p, attn_pdrop=p, resid_pdrop=p)  # also checks 0 <= p < 1
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+
+
 def _own_weights(model: GPT2) -> None:
     """Loaded fp32 weights can be views of the checkpoint file's mapping (the projections transposed views):
     training gets contiguous copies of its own."""
@@ -396,14 +384,3 @@ def _files_hash(files: dict[str, Path]) -> str:
     for name in sorted(files):
         digest.update(name.encode() + b"\0" + files[name].read_bytes())
     return digest.hexdigest()
-
-
-def _keep_log_until(path: Path, step: int) -> None:
-    """A resumed run's log continues after its checkpoint's step: rows a killed run wrote after it go."""
-    if not path.is_file():
-        return
-    if step == 0:
-        path.unlink()
-        return
-    rows = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")

@@ -35,6 +35,7 @@ def print_table(r: dict) -> None:
     for name, load in r.get("load", {}).items():
         _load(name, load, r["weight_bytes"][name])
     _deviations(r)
+    _train(r)
 
 
 def _row(label, ours, theirs, bound=None):
@@ -143,6 +144,21 @@ def _load(name: str, load: dict, weights: int) -> None:
             f"{laid_out['seconds_with_first_forward']:.3f} s with the first forward, peak "
             f"{laid_out['peak_rss_first_forward'] / GB:.2f} GB"
         )
+
+
+def _train(r: dict) -> None:
+    """tokens/s of the trainer against transformers' loop, bf16's gain over fp32, and the peak memory."""
+    for shape, by_dtype in r.get("train", {}).items():
+        for dtype, t in by_dtype.items():
+            rates, memory = t["tokens_per_s"], t["peak_memory"]
+            _row(f"train tok/s, {shape} shape, {dtype}", rates["minigpt2"], rates["transformers"])
+            print(
+                f"  peak memory: minigpt2 {memory['minigpt2'] / 2**20:.0f} MiB, transformers "
+                f"{memory['transformers'] / 2**20:.0f} MiB"
+            )
+        if {"float32", "bfloat16"} <= by_dtype.keys():
+            gain = by_dtype["bfloat16"]["tokens_per_s"]["minigpt2"] / by_dtype["float32"]["tokens_per_s"]["minigpt2"]
+            print(f"  bf16 autocast: {gain:.2f}x minigpt2's fp32 training on the {shape} shape")
 
 
 def _deviations(r: dict) -> None:

@@ -176,7 +176,7 @@ def test_first_token_frequencies_follow_the_filtered_softmax(tiny, options):
     out never appear."""
     model, tokenizer = tiny
     ids = torch.tensor([tokenizer.encode("Once upon a time")])
-    draws = 20_000
+    draws = 10_000
     sampled = model.generate(ids, max_new_tokens=1, do_sample=True, num_return_sequences=draws, seed=0, **options)
     counts = torch.bincount(sampled[:, -1], minlength=model.config.vocab_size).double()
     frequency = counts / draws

@@ -3,6 +3,7 @@ bit for bit, a save killed half-way, and the data readers (cache, llm.c's shards
 
 from __future__ import annotations
 
+import json
 import random
 import struct
 
@@ -181,3 +182,19 @@ def test_instructions_learn_the_completion_only(tiny_checkpoint, tmp_path):
                     instructions=True, steps=2, batch_size=4, block_size=64, lr=1e-3, log_every=0)
     )  # fmt: skip
     assert len(trainer.val_batches) == 1 and "val_loss" in trainer.history[-1]
+
+
+def test_dropout_is_set_for_the_run_and_saved_and_the_curves_drawn(tiny_checkpoint, tmp_path):
+    """A fine-tune takes its checkpoint's dropout (transformers' 0.1 when config.json leaves it out) unless
+    dropout= is given; the saved config.json says which, and plot=True draws the loss curves."""
+    text = word_text(tmp_path / "words.txt")
+    base = dict(model=str(tiny_checkpoint), steps=2, batch_size=2, block_size=32, log_every=0)
+    kept = Trainer(TrainConfig(str(text), out=str(tmp_path / "kept"), **base))
+    assert {m.p for m in kept.model.modules() if isinstance(m, torch.nn.Dropout)} == {kept.model.config.attn_pdrop}
+    trainer = train(TrainConfig(str(text), out=str(tmp_path / "out"), dropout=0.25, plot=True, **base))
+    assert {m.p for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)} == {0.25}
+    saved = json.loads((tmp_path / "out" / "step-000002" / "config.json").read_text())
+    assert [saved[k] for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop")] == [0.25] * 3
+    assert (tmp_path / "out" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
+        Trainer(TrainConfig(str(text), out=str(tmp_path / "bad"), dropout=1.0, **base))
