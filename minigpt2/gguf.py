@@ -1,6 +1,6 @@
 """A GPT-2 checkpoint as a GGUF file, for llama.cpp: `minigpt2 export MODEL --gguf out.gguf --type q8_0`.
 
-Needs the `gguf` package (pip install "minigpt2[bench]"), whose writer and quantizers make the file.
+Needs the `gguf` package (pip install "minigpt2[export]"), whose writer and quantizers make the file.
 Tensors take llama.cpp's GPT-2 names (token_embd, position_embd, blk.{i}.attn_qkv, ..., output_norm)
 and its layout, [out, in] as stored here; the tokenizer goes in as llama.cpp's "gpt2" BPE (tokens,
 merges, special ids). The 2-D weights take the chosen type (f32, f16, bf16 or q8_0: blocks of 32
@@ -138,7 +138,7 @@ def _gguf():
     try:
         import gguf
     except ImportError:
-        raise ImportError('writing GGUF needs the gguf package: pip install "minigpt2[bench]"') from None
+        raise ImportError('writing GGUF needs the gguf package: pip install "minigpt2[export]"') from None
     return gguf
 
 

@@ -3,8 +3,9 @@ lm-eval defines it), the perplexity of a long text through a sliding window (as 
 defines it), and multiple-choice accuracy (as build-nanogpt scores HellaSwag).
 
     logprobs = model.score(input_ids, attention_mask)      # [B, T-1]: log p(token t | tokens before t)
-    result = perplexity(model, tokenizer.encode(text), stride=512)
+    result = perplexity(model, tokenizer.encode(text), stride=512, text=text)
     result.perplexity, result.tokens, result.nll_sum        # exp(nll_sum / tokens)
+    result.bits_per_byte, result.word_perplexity            # from text= (None without it)
 
 Every log-probability is a log-softmax of fp32 logits, whatever the weights' dtype, as transformers'
 loss is; sums are kept in float64.
@@ -12,6 +13,7 @@ loss is; sums are kept in float64.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,12 +44,18 @@ def _logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def loglikelihood(
-    model, requests: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 8, context: int | None = None
+    model,
+    requests: Sequence[tuple[list[int], list[int]]],
+    *,
+    batch_size: int = 8,
+    context: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> list[tuple[float, bool]]:
     """For each (context ids, continuation ids): log p(continuation | context), and whether the continuation
     is what greedy decoding would pick token by token, as lm-eval's loglikelihood defines both. The two
     joined are cut to the last `context` (default: n_positions) + 1 tokens, and the last one is not fed; a
-    continuation longer than `context` is refused. Batched, longest first, padded on the right."""
+    continuation longer than `context` is refused. Batched, longest first, padded on the right.
+    on_batch(requests scored so far, requests in all): called after each batch, e.g. for a progress bar."""
     context = context or model.config.n_positions
     rows = []
     for ctx, cont in requests:
@@ -79,13 +87,16 @@ def loglikelihood(
             target = torch.tensor(cont, device=device)
             logprob = _logprobs(last, target).double().sum().item()
             results[i] = (logprob, bool((last.argmax(dim=-1) == target).all()))
+        if on_batch is not None:
+            on_batch(start + len(chunk), len(rows))
     return results
 
 
 @dataclass
 class Perplexity:
     """A text's score: nll_sum (natural log) over `tokens` scored tokens; bytes and words of the text, for
-    the units the GPT-2 paper and lm-eval use."""
+    the units the GPT-2 paper and lm-eval use (None, and so bits_per_byte and word_perplexity, where
+    perplexity() was given no text=)."""
 
     nll_sum: float
     tokens: int
@@ -142,7 +153,8 @@ def perplexity(
     """The perplexity of one long token sequence through a sliding window of `context` tokens (default:
     the model's n_positions) moved by `stride`, as transformers' guide computes it, but with every
     window's tokens counted exactly. batch_size: windows of the same length scored in one forward pass
-    (the same sum, up to rounding). text: the text the ids encode, for bits per byte and word perplexity.
+    (the same sum, up to rounding). text: the text the ids encode, for bits per byte and word perplexity;
+    without it both are None (ids without their tokenizer do not say how many bytes or words they spell).
     on_window(tokens scored so far, tokens in all): called after each batch, e.g. for a progress bar."""
     ids = torch.as_tensor(ids, dtype=torch.long).flatten()
     if ids.numel() < 2:
@@ -205,22 +217,22 @@ def _accuracy(losses: list[list[float]], labels: list[int]) -> float:
 
 
 @torch.inference_mode()
-def multiple_choice(model, tokenizer, examples: Iterable[dict]) -> Choices:
+def multiple_choice(
+    model, tokenizer, examples: Iterable[dict], *, on_example: Callable[[int, int], None] | None = None
+) -> Choices:
     """HellaSwag-style scoring as build-nanogpt does it: each ending (after a space) follows its context in
     one row per ending; an ending's loss is the cross-entropy of its tokens; acc picks the lowest sum,
-    acc_norm the lowest average. examples: {"context" (or HellaSwag's "ctx"), "endings", "label"}."""
+    acc_norm the lowest average. examples: {"context" (or HellaSwag's "ctx"), "endings", "label"}.
+    on_example(examples scored so far, examples in all): called after each, e.g. for a progress bar."""
     result = Choices()
     device = model.wte.weight.device
+    examples = list(examples)
     for n, example in enumerate(examples):
         try:
-            context, endings, label = parse_example(example)
+            ctx, tails, label = choice_rows(tokenizer, example, model.config.n_positions)
         except ValueError as e:
             raise ValueError(f"example {n}: {e}") from None
-        ctx = tokenizer.encode(context)
-        tails = [tokenizer.encode(" " + ending) for ending in endings]
         T = max(len(ctx) + len(tail) for tail in tails)
-        if T > model.config.n_positions:
-            raise ValueError(f"example {n} is {T} tokens, longer than the context ({model.config.n_positions})")
         rows = torch.zeros(len(tails), T, dtype=torch.long)
         for row, tail in enumerate(tails):
             rows[row, : len(ctx) + len(tail)] = torch.tensor(ctx + tail)
@@ -231,7 +243,41 @@ def multiple_choice(model, tokenizer, examples: Iterable[dict]) -> Choices:
         result.sum_losses.append(sums)
         result.avg_losses.append([s / len(tail) for s, tail in zip(sums, tails, strict=True)])
         result.labels.append(label)
+        if on_example is not None:
+            on_example(n + 1, len(examples))
     return result
+
+
+def choice_rows(tokenizer, example: dict, n_positions: int) -> tuple[list[int], list[list[int]], int]:
+    """An example's context ids, each ending's ids (after a space) and its label; a ValueError if it is
+    malformed or longer than the context."""
+    context, endings, label = parse_example(example)
+    ctx = tokenizer.encode(context)
+    tails = [tokenizer.encode(" " + ending) for ending in endings]
+    T = max(len(ctx) + len(tail) for tail in tails)
+    if T > n_positions:
+        raise ValueError(f"{T} tokens, longer than the context ({n_positions})")
+    return ctx, tails, label
+
+
+def parse_choices(text: str, source) -> list[dict]:
+    """The examples of a multiple-choice JSONL text (read from `source`, named in the errors), each checked."""
+    examples = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            example = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{source}:{n} is not JSON ({e.msg})") from None
+        if not isinstance(example, dict):
+            raise ValueError(f"{source}:{n} is not a JSON object with context, endings and label")
+        try:
+            parse_example(example)
+        except ValueError as e:
+            raise ValueError(f"{source}:{n}: the example {e}") from None
+        examples.append(example)
+    return examples
 
 
 def parse_example(example: dict) -> tuple[str, list[str], int]:

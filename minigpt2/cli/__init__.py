@@ -37,7 +37,8 @@ def main(argv=None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit flush does not fail
         return 141
     except (CheckpointError, ValueError, OSError, ImportError) as e:
-        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        clear = "\r\x1b[K" if sys.stderr.isatty() else ""  # a progress line the error cut short
+        print(f"{clear}{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return getattr(command, "ERROR_STATUS", 1)
     except KeyboardInterrupt:
         return 130

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
-from ..scoring import multiple_choice, parse_example
-from .options import file_command, load_from_args, write_figures
+from ..scoring import multiple_choice, parse_choices
+from .options import check_json_path, counter, file_command, load_from_args, write_figures
 from .perplexity import read_text
 
 EXAMPLES = """examples:
@@ -29,29 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
 
-def read_examples(path: Path) -> list[dict]:
-    examples = []
-    for n, line in enumerate(read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            example = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n} is not JSON ({e.msg})") from None
-        if not isinstance(example, dict):
-            raise ValueError(f"{path}:{n} is not a JSON object with context, endings and label")
-        try:
-            parse_example(example)
-        except ValueError as e:
-            raise ValueError(f"{path}:{n}: the example {e}") from None
-        examples.append(example)
-    return examples
-
-
 def run(args: argparse.Namespace) -> None:
-    examples = read_examples(args.file)  # before a model is loaded
-    model, tokenizer = load_from_args(args)
-    result = multiple_choice(model, tokenizer, examples)
+    examples = parse_choices(read_text(args.file), args.file)  # both before a model is loaded
+    check_json_path(args.json)
+    model, tokenizer = load_from_args(args, doing="scoring")
+    result = multiple_choice(model, tokenizer, examples, on_example=counter("scored", "examples"))
     figures = {"file": str(args.file), "model": args.model, "examples": len(examples)}
     figures |= {"acc": result.acc, "acc_norm": result.acc_norm}
     figures |= {"sum_losses": result.sum_losses, "avg_losses": result.avg_losses, "labels": result.labels}

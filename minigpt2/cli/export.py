@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="minigpt2 export",
         description="Write a GPT-2 checkpoint (any that minigpt2 loads, with GPT-2's byte-level tokenizer)\n"
-        'as GGUF for llama.cpp. Needs the gguf package: pip install "minigpt2[bench]".',
+        'as GGUF for llama.cpp. Needs the gguf package: pip install "minigpt2[export]".',
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import load
@@ -19,6 +20,7 @@ from ..loading import DTYPES
 from ..loading.swaps import SCHEMES
 from ..model import GPT2
 from ..tokenizer import Tokenizer
+from ..writing import check_writable
 
 CLI_NEW_TOKENS = 40  # the command's length, twice the API's (DEFAULT_NEW_TOKENS): a tutorial's paragraph
 DEFAULT_PROMPT = "Once upon a time"
@@ -60,6 +62,12 @@ def file_command(prog: str, description: str, examples: str, file_help: str) -> 
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON ('-': only JSON, on stdout)")
     add_load_options(p)
     return p
+
+
+def check_json_path(json_path: str | None) -> None:
+    """--json's file, checked before a model is loaded or a token scored ('-' is stdout)."""
+    if json_path and json_path != "-":
+        check_writable(json_path)
 
 
 def write_figures(figures: dict, summary: str, json_path: str | None) -> None:
@@ -186,8 +194,11 @@ def generation_config(args: argparse.Namespace, model: GPT2) -> GenerationConfig
     return GenerationConfig.build(model.generation_defaults, **given)
 
 
-def load_from_args(args: argparse.Namespace, name: str | None = None) -> tuple[GPT2, Tokenizer]:
-    """The model the options name (or `name`, with the same options: an assistant model), and its tokenizer."""
+def load_from_args(
+    args: argparse.Namespace, name: str | None = None, doing: str = "generating"
+) -> tuple[GPT2, Tokenizer]:
+    """The model the options name (or `name`, with the same options: an assistant model), and its tokenizer;
+    the status line then says what the command goes on `doing`."""
     started = time.perf_counter()
     name = name or args.model
     status(f"loading {name} ...")
@@ -200,7 +211,7 @@ def load_from_args(args: argparse.Namespace, name: str | None = None) -> tuple[G
         quantize=args.quantize,
         fast=args.fast,
     )
-    status(f"loaded {model.num_params() / 1e6:.1f}M parameters in {time.perf_counter() - started:.1f}s; generating ...")
+    status(f"loaded {model.num_params() / 1e6:.1f}M parameters in {time.perf_counter() - started:.1f}s; {doing} ...")
     return model, tokenizer
 
 
@@ -208,3 +219,15 @@ def status(message: str) -> None:
     """Progress for a person watching; kept off stderr when it is a pipe, so errors stay one line."""
     if sys.stderr.isatty():
         print(message, file=sys.stderr)
+
+
+def counter(verb: str, noun: str) -> Callable[[int, int], None]:
+    """on_progress(done, total) for a long loop: "scored 120/400 examples (30%)", one line of stderr rewritten
+    in place and ended when done; like status, shown only on a terminal."""
+
+    def show(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            line = f"\r{verb} {done}/{total} {noun} ({done / total:.0%})\x1b[K"  # \x1b[K: clear a longer line's rest
+            print(line, end="\n" if done >= total else "", file=sys.stderr, flush=True)
+
+    return show

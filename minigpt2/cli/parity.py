@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from .. import parity
-from .options import Parser, add_source_options, status
+from .options import Parser, add_source_options, check_json_path, counter, status
 
 ERROR_STATUS = 2  # could not run; 1 means a figure past its threshold
 
@@ -30,8 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    status(f"comparing {args.model} with transformers ...")
-    report = parity.compare(args.model, dtype=args.dtype, device=args.device, revision=args.revision, base=args.base)
+    check_json_path(args.json)  # before either library loads a model
+    status(f"loading {args.model} in minigpt2 and in transformers, to compare them ...")
+    options = dict(dtype=args.dtype, device=args.device, revision=args.revision, base=args.base)
+    report = parity.compare(args.model, **options, on_prompt=counter("compared", "prompts"))
     if args.json == "-":
         print(json.dumps(report, indent=2))
     else:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..scoring import perplexity
-from .options import file_command, load_from_args, positive_int, write_figures
+from .options import check_json_path, counter, file_command, load_from_args, positive_int, write_figures
 
 EXAMPLES = """examples:
   minigpt2 perplexity wiki.test.raw --model gpt2-large --stride 512
@@ -54,13 +53,16 @@ def read_text(path: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    text = read_text(args.file)  # before a model is loaded
-    model, tokenizer = load_from_args(args)
+    text = read_text(args.file)  # both before a model is loaded
+    check_json_path(args.json)
+    model, tokenizer = load_from_args(args, doing="scoring")
     args.stride = args.stride or min(512, model.config.n_positions)
     if args.stride > model.config.n_positions:
         raise ValueError(f"--stride {args.stride} is longer than the context ({model.config.n_positions} tokens)")
     ids = tokenizer.encode(text)
-    result = perplexity(model, ids, stride=args.stride, batch_size=args.batch_size, text=text, on_window=_progress)
+    result = perplexity(
+        model, ids, stride=args.stride, batch_size=args.batch_size, text=text, on_window=counter("scored", "tokens")
+    )
     figures = {"file": str(args.file), "model": args.model, **result.as_dict()}
     summary = (
         f"perplexity {result.perplexity:.4f} over {result.tokens} tokens "
@@ -70,12 +72,3 @@ def run(args: argparse.Namespace) -> None:
         f"word perplexity {result.word_perplexity:.4f} ({result.words} words)"
     )
     write_figures(figures, summary, args.json)
-
-
-def _progress(scored: int, total: int) -> None:
-    if sys.stderr.isatty():
-        print(
-            f"\rscored {scored}/{total} tokens ({scored / total:.0%})",
-            end="" if scored < total else "\n",
-            file=sys.stderr,
-        )

@@ -12,6 +12,9 @@ left-padded, stopping at eos and at the task's stop strings.
 
 from __future__ import annotations
 
+import difflib
+import inspect
+
 import torch
 
 try:
@@ -20,6 +23,7 @@ try:
     from lm_eval.api.model import TemplateLM
     from lm_eval.api.registry import register_model
     from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+    from tqdm import tqdm
 except ImportError:
     raise ImportError('minigpt2.lm_eval needs the evaluation harness: pip install "minigpt2[eval]"') from None
 
@@ -30,6 +34,8 @@ from ..scoring import loglikelihood
 from ..tokenizer import Tokenizer
 
 SAMPLING = ("do_sample", *SAMPLING_ONLY)
+# What lm-eval adds to model_args for its `hf` model's sake (run --trust_remote_code): minigpt2 runs no remote code.
+LM_EVAL_ADDS = ("trust_remote_code",)
 
 
 @register_model("minigpt2")
@@ -40,6 +46,7 @@ class MiniGPT2LM(TemplateLM):
         *,
         tokenizer: Tokenizer | None = None,
         revision: str | None = None,
+        base: str | None = None,
         device: str | None = None,
         dtype: str | None = None,
         quantize: str | None = None,
@@ -48,11 +55,15 @@ class MiniGPT2LM(TemplateLM):
         max_batch_size: int | None = None,
         max_length: int | None = None,
         max_gen_toks: int = 256,
-        **unused,
+        **others,
     ):
         """pretrained: a name or path minigpt2 loads, or a loaded GPT2 (then give its tokenizer=).
+        base: the base checkpoint of a weights file or a LoRA adapter (as from_pretrained's).
         device: as lm-eval's CLI gives it ("cuda:0" by default), falling back to the CPU where there is no GPU.
-        batch_size: requests scored in one forward pass ("auto": max_batch_size, default 64)."""
+        batch_size: requests scored in one forward pass ("auto": max_batch_size, default 64).
+        Any other argument is refused (a misspelt one would leave its default in place), but those that
+        lm-eval itself adds for its `hf` model (LM_EVAL_ADDS)."""
+        _check_arguments(others)
         super().__init__()
         text = str(batch_size)
         name, size = ("max_batch_size", str(max_batch_size or 64)) if text.startswith("auto") else ("batch_size", text)
@@ -63,10 +74,12 @@ class MiniGPT2LM(TemplateLM):
             if tokenizer is None:
                 raise ValueError("a loaded model needs its tokenizer too: MiniGPT2LM(model, tokenizer=tokenizer)")
             self.model, self.tokenizer = pretrained, tokenizer
+        elif tokenizer is not None:
+            raise ValueError("tokenizer= goes with a loaded model; a checkpoint's name or path brings its own")
         else:
             dtype = None if dtype in (None, "auto") else dtype
             options = dict(device=_device(device), dtype=dtype, quantize=quantize, fast=fast)
-            self.model, self.tokenizer = load(pretrained, revision=revision, **options)
+            self.model, self.tokenizer = load(pretrained, revision=revision, base=base, **options)
         self._max_length = int(max_length or self.model.config.n_positions)
         self._max_gen_toks = int(max_gen_toks)
 
@@ -93,7 +106,14 @@ class MiniGPT2LM(TemplateLM):
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         """requests: [((context, continuation), context ids, continuation ids)]."""
         pairs = [(context, continuation) for _, context, continuation in requests]
-        return loglikelihood(self.model, pairs, batch_size=self.batch_size_per_call, context=self._max_length)
+        with tqdm(total=len(pairs), disable=disable_tqdm, desc="Running loglikelihood requests") as bar:
+            return loglikelihood(
+                self.model,
+                pairs,
+                batch_size=self.batch_size_per_call,
+                context=self._max_length,
+                on_batch=lambda done, _: bar.update(done - bar.n),
+            )
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Each text's total log-likelihood over lm-eval's own disjoint windows (the first token after the
@@ -109,7 +129,8 @@ class MiniGPT2LM(TemplateLM):
                 windows.append((None, *utils.make_disjoint_window(window)))
                 owners.append(n)
         totals = [0.0] * len(requests)
-        for owner, (logprob, _) in zip(owners, self._loglikelihood_tokens(windows), strict=True):
+        scores = self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm)
+        for owner, (logprob, _) in zip(owners, scores, strict=True):
             totals[owner] += logprob
         return totals
 
@@ -119,12 +140,14 @@ class MiniGPT2LM(TemplateLM):
         for n, request in enumerate(requests):
             groups.setdefault(repr(sorted(request.args[1].items())), []).append(n)
         texts = [""] * len(requests)
-        for indices in groups.values():
-            for start in range(0, len(indices), self.batch_size_per_call):
-                chunk = indices[start : start + self.batch_size_per_call]
-                outputs = self._generate([requests[i].args[0] for i in chunk], requests[chunk[0]].args[1])
-                for i, text in zip(chunk, outputs, strict=True):
-                    texts[i] = text
+        with tqdm(total=len(requests), disable=disable_tqdm, desc="Running generate_until requests") as bar:
+            for indices in groups.values():
+                for start in range(0, len(indices), self.batch_size_per_call):
+                    chunk = indices[start : start + self.batch_size_per_call]
+                    outputs = self._generate([requests[i].args[0] for i in chunk], requests[chunk[0]].args[1])
+                    for i, text in zip(chunk, outputs, strict=True):
+                        texts[i] = text
+                    bar.update(len(chunk))
         return texts
 
     @torch.inference_mode()
@@ -175,6 +198,17 @@ class MiniGPT2LM(TemplateLM):
             postprocess_generated_text(self.tokenizer.decode(row, skip_special_tokens=True), until, None)
             for row in generated
         ]
+
+
+def _check_arguments(others: dict) -> None:
+    """A model_args key MiniGPT2LM does not take, refused with the ones it does (and the nearest, for a typo)."""
+    unknown = [name for name in others if name not in LM_EVAL_ADDS]
+    if not unknown:
+        return
+    taken = [name for name in inspect.signature(MiniGPT2LM.__init__).parameters if name not in ("self", "others")]
+    near = difflib.get_close_matches(unknown[0], taken, n=1)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    raise ValueError(f"unknown model_args {', '.join(unknown)}{hint}; minigpt2's model takes {', '.join(taken)}")
 
 
 def _device(device) -> str:

@@ -29,6 +29,8 @@ Needs transformers, the reference: pip install "minigpt2[parity]".
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ..checkpoint import resolve
@@ -53,9 +55,18 @@ THRESHOLDS = {
 }
 
 
-def compare(model: str, *, dtype: str = "float32", device: str = "cpu", revision: str | None = None, base=None) -> dict:
+def compare(
+    model: str,
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    revision: str | None = None,
+    base=None,
+    on_prompt: Callable[[int, int], None] | None = None,
+) -> dict:
     """The whole report as a dictionary (what --json writes). Both libraries read the same resolved files.
-    base: the base checkpoint of a weights file or a LoRA adapter (as from_pretrained's)."""
+    base: the base checkpoint of a weights file or a LoRA adapter (as from_pretrained's).
+    on_prompt(prompts compared so far, prompts in all): called after each, e.g. for a progress bar."""
     from .reference import reference_model, reference_tokenizer  # transformers, only when a comparison runs
 
     options = LoadOptions(device=device, dtype=dtype)
@@ -77,7 +88,7 @@ def compare(model: str, *, dtype: str = "float32", device: str = "cpu", revision
     # Max difference of the residual stream into each block (then after ln_f), and its largest value there.
     layers = [0.0] * (ours.config.n_layer + 1)
     scale = [0.0] * (ours.config.n_layer + 1)
-    for name, text in prompts.items():
+    for n, (name, text) in enumerate(prompts.items(), 1):
         ids = tokenizer.encode(text)
         theirs_ids = their_tokenizer.encode(text)
         input_ids = torch.tensor([ids[: context - LONG_PROMPT_MARGIN]], device=device)
@@ -86,6 +97,8 @@ def compare(model: str, *, dtype: str = "float32", device: str = "cpu", revision
         if input_ids.size(1) + 1 < context:
             entry.update(_greedy(ours, theirs, input_ids, min(GREEDY_TOKENS, context - input_ids.size(1))))
         report["prompts"][name] = entry
+        if on_prompt is not None:
+            on_prompt(n, len(prompts))
     report["residual_stream_max_difference"] = layers
     drifting = [
         i for i, (d, s) in enumerate(zip(layers, scale, strict=True)) if d > limits["atol"] + limits["rtol"] * s

@@ -8,24 +8,29 @@
                only the prompt and the first new token make together)
     evaluate   lm_eval.simple_evaluate on local YAML tasks over local JSONL files (multiple_choice,
                loglikelihood_rolling, generate_until): the same metrics and per-document answers
-    command    python -m minigpt2.lm_eval as a user runs it: exit 0 and the metric table, with hf's figures
-    errors     bad model_args (a missing folder, a folder with no checkpoint, a bad batch size) fail at once
-               with a message that names the problem
+    command    docs/score.md's offline command as a user runs it, on its local task (docs/lm-eval/): exit 0
+               and the metric table, with hf's figures, and minigpt2 multiple-choice's acc on the same file
+    errors     bad model_args (a missing folder, a folder with no checkpoint, a bad batch size, an unknown
+               key) fail at once with a message that names the problem; the command says it in one line,
+               and names a task whose data cannot be fetched
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import random
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import time
 
 import pytest
+from conftest import ROOT, run_cli
 
 lm_eval = pytest.importorskip("lm_eval", reason='lm-eval is not installed (pip install "minigpt2[eval]")')
 
@@ -34,6 +39,7 @@ from lm_eval.api.registry import get_model  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
 import minigpt2.lm_eval  # noqa: E402,F401 - registers "minigpt2" with lm-eval
+from minigpt2.lm_eval.__main__ import main  # noqa: E402
 from minigpt2.testing.checkpoints import SAMPLE_TEXTS  # noqa: E402
 
 TOLERANCE = 1e-4  # a log-likelihood (a sum of fp32 log-probabilities), and every metric, against `hf`
@@ -197,6 +203,17 @@ def test_generate_until_is_greedy_whatever_generation_config_says(tmp_path, tiny
     assert ours.generate_until(requests) == expected == hf.generate_until(requests)  # greedy: the same every time
 
 
+def test_requests_show_progress_as_hf_does(lms, capsys):
+    """lm-eval's progress bars on stderr, as its `hf` model draws them, unless lm-eval asks for none."""
+    _, ours = lms
+    ours.loglikelihood(instances("loglikelihood", [("Hello", " world")] * 4))
+    ours.generate_until(instances("generate_until", [("Hello", {"until": ["."], "max_gen_toks": 2})] * 2))
+    err = capsys.readouterr().err
+    assert "Running loglikelihood requests: 100%" in err and "Running generate_until requests: 100%" in err
+    ours.loglikelihood(instances("loglikelihood", [("Hello", " world")]), disable_tqdm=True)
+    assert capsys.readouterr().err == ""
+
+
 # ---- simple_evaluate and the command, on local tasks ----
 
 
@@ -322,24 +339,68 @@ def table_figures(stdout: str) -> dict[tuple[str, str], float]:
     return figures
 
 
-def test_command_prints_the_metric_table(tmp_path, tiny_checkpoint, task_dir, hf_results):
-    command = [sys.executable, "-m", "minigpt2.lm_eval", "--model_args", f"pretrained={tiny_checkpoint}"]
-    command += ["--tasks", ",".join(TASKS[:2]), "--include_path", str(task_dir), "--device", "cpu"]
-    command += ["--batch_size", str(BATCH)]
-    env = {**os.environ, **OFFLINE, "HF_HOME": str(tmp_path / "hf")}
+DEMO_TASK = "minigpt2_demo_choice"  # docs/lm-eval/demo_choice.yaml, the task of docs/score.md's offline run
+
+
+def documented_command() -> tuple[dict[str, str], list[str]]:
+    """The offline lm-eval command of docs/score.md: (its environment variables, its words)."""
+    lines = (ROOT / "docs" / "score.md").read_text().splitlines()
+    words = shlex.split(next(line for line in lines if "minigpt2.lm_eval" in line and "--include_path" in line))
+    env = dict(word.split("=", 1) for word in words[: words.index("python")])
+    return env, words[words.index("python") :]
+
+
+@pytest.fixture
+def in_the_root(tmp_path, monkeypatch):
+    """The repository's root as the working folder (the demo task's data_files are relative to it), with
+    datasets' cache in tmp_path."""
+    import datasets.config
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+
+
+def test_the_documented_offline_command_runs(tmp_path, tiny_checkpoint, in_the_root):
+    """docs/score.md's command, word for word but for the model (the tiny checkpoint) and the interpreter."""
+    env, words = documented_command()
+    assert words[words.index("--model_args") + 1] == "pretrained=gpt2"
+    words[words.index("--model_args") + 1] = f"pretrained={tiny_checkpoint}"
+    command = [sys.executable, *words[1:]]
     started = time.monotonic()
-    result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300)
-    print(f"python -m minigpt2.lm_eval: exit {result.returncode} in {time.monotonic() - started:.1f} s")
+    result = subprocess.run(
+        command,
+        check=False,
+        env={**os.environ, **env, "HF_HOME": str(tmp_path / "hf")},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    print(f"{shlex.join(words)}: exit {result.returncode} in {time.monotonic() - started:.1f} s")
     assert result.returncode == 0, result.stderr[-3000:]
     print(result.stdout)
     assert result.stdout.lstrip().startswith("minigpt2 (")  # the model lm-eval ran: minigpt2, not hf
+    tasks = TaskManager(include_path=str(ROOT / "docs" / "lm-eval"), include_defaults=False)
+    hf = lm_eval.simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={tiny_checkpoint}",
+        tasks=[DEMO_TASK],
+        task_manager=tasks,
+        device="cpu",
+        batch_size=8,
+        bootstrap_iters=0,
+    )
+    expected = metrics(hf)
     figures = table_figures(result.stdout)
-    expected = {key: value for key, value in metrics(hf_results).items() if key[0] in TASKS[:2]}
-    assert figures.keys() == expected.keys(), (figures, result.stdout)
-    for (task, name), value in expected.items():  # the table rounds to 4 decimals
-        shown = figures[task, name]
-        close = math.isclose(shown, value, rel_tol=TOLERANCE) if name in PERPLEXITIES else abs(shown - value) < 2e-4
-        assert close, (task, name, shown, value)
+    assert figures.keys() == expected.keys() == {(DEMO_TASK, "acc"), (DEMO_TASK, "acc_norm")}, result.stdout
+    for key, value in expected.items():  # the table rounds to 3 or 4 decimals
+        assert abs(figures[key] - value) < 1e-3, (key, figures[key], value)
+    # The same questions through minigpt2 multiple-choice: the same acc (each ending's summed log-likelihood).
+    choice = run_cli(
+        "multiple-choice", "docs/lm-eval/demo_choice.jsonl", "--model", str(tiny_checkpoint), "--json", "-"
+    )
+    assert choice.returncode == 0, choice.stderr
+    assert math.isclose(json.loads(choice.stdout)["acc"], expected[DEMO_TASK, "acc"])
 
 
 # ---- errors ----
@@ -360,6 +421,47 @@ def test_bad_model_args_fail_at_once_and_say_why(tmp_path, tiny_checkpoint, task
         get_model("minigpt2").create_from_arg_string(f"pretrained={tiny_checkpoint},batch_size=many", {})
     with pytest.raises(ValueError, match="dtype"):
         get_model("minigpt2").create_from_arg_string(f"pretrained={tiny_checkpoint},dtype=float13", {})
+    # A misspelt key would leave its default in place (gpt2, not the user's model): refused, with the keys taken.
+    with pytest.raises(ValueError, match=r"unknown model_args pretrainedd \(did you mean pretrained\?\);.* revision"):
+        get_model("minigpt2").create_from_arg_string(f"pretrainedd={tiny_checkpoint}", {"device": "cpu"})
+    with pytest.raises(ValueError, match="tokenizer= goes with a loaded model"):
+        get_model("minigpt2").create_from_arg_string(f"pretrained={tiny_checkpoint},tokenizer=gpt2", {})
     elapsed = time.monotonic() - started
-    print(f"bad model_args: four clear errors in {elapsed:.2f} s")
+    print(f"bad model_args: six clear errors in {elapsed:.2f} s")
     assert elapsed < 30
+
+
+def test_the_keys_lm_eval_adds_are_taken(tiny_checkpoint):
+    """What lm-eval's CLI passes on its own: batch_size, max_batch_size and device beside model_args, and
+    trust_remote_code=True in them under --trust_remote_code."""
+    passed = {"batch_size": "auto", "max_batch_size": 4, "device": "cpu"}
+    lm = get_model("minigpt2").create_from_arg_string(f"pretrained={tiny_checkpoint},trust_remote_code=True", passed)
+    assert lm.batch_size_per_call == 4 and str(lm.device) == "cpu"
+
+
+def run_command(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """python -m minigpt2.lm_eval ARGS in this process: (exit status, stderr's last line). lm-eval's own
+    tasks are left out of its index (10 s each time): only --include_path's are found."""
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", functools.partial(TaskManager, include_defaults=False))
+    monkeypatch.setattr(sys, "argv", ["minigpt2.lm_eval"])  # main() sets lm-eval's argv; restored after the test
+    code = main([*args, "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return code, err.splitlines()[-1]
+
+
+def test_the_command_says_what_is_wrong_in_one_line(tmp_path, tiny_checkpoint, task_dir, monkeypatch, capsys):
+    local = ("--include_path", str(task_dir), "--tasks", TASKS[0])
+    code, line = run_command(monkeypatch, capsys, "--model_args", f"pretrainedd={tiny_checkpoint}", *local)
+    print(line)
+    assert code == 1 and line.startswith("python -m minigpt2.lm_eval: error: unknown model_args pretrainedd")
+    # A task whose data is on the hub, offline: the task named, and the way to run offline.
+    folder = tmp_path / "hub-task"
+    folder.mkdir()
+    text = (task_dir / "choice.yaml").read_text().replace("minigpt2_tiny_choice", "minigpt2_hub_choice")
+    (folder / "hub.yaml").write_text(text.replace("dataset_path: json\n", "dataset_path: someone/not-cached\n"))
+    hub = ("--include_path", str(folder), "--tasks", "minigpt2_hub_choice")
+    code, line = run_command(monkeypatch, capsys, "--model_args", f"pretrained={tiny_checkpoint}", *hub)
+    print(line)
+    assert code == 1 and "the data of task minigpt2_hub_choice could not be fetched" in line
+    assert "someone/not-cached" in line and "--include_path" in line
