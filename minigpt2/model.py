@@ -31,6 +31,7 @@ from .generation.mixin import GenerationMixin
 from .hooks import Hook, Recorder, check_names
 from .interp.mixin import InterpretabilityMixin
 from .loading.pretrained import PretrainedMixin
+from .lora import PROJECTIONS, LoRALinear, adapt, is_lora_point, project
 from .mask import Mask
 from .nonlinearities import NONLINEARITIES
 from .scoring import ScoringMixin
@@ -56,7 +57,7 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, mask: Mask, cache: KVCache | None, hook: Hook):
         B, T, C = x.shape
         H, D, p = self.n_head, C // self.n_head, self.hook_prefix
-        q, k, v = self.c_attn(x).view(B, T, 3, H, D).unbind(2)  # each [B, T, H, D]
+        q, k, v = project(self.c_attn, x, hook).view(B, T, 3, H, D).unbind(2)  # each [B, T, H, D]
         q, k, v = hook(p + "hook_q", q), hook(p + "hook_k", k), hook(p + "hook_v", v)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
         if cache is not None:
@@ -73,8 +74,11 @@ class CausalSelfAttention(nn.Module):
         if hook.wants(p + "hook_result"):  # each head's share of the output, written out only when asked for
             W_O = self.c_proj.weight.view(C, H, D)  # [C, H, D]: the slice of c_proj that reads each head
             result = hook(p + "hook_result", torch.einsum("bthd,chd->bthc", z, W_O))  # [B, T, H, C]
-            return self.resid_dropout(result.sum(dim=2) + self.c_proj.bias)
-        return self.resid_dropout(self.c_proj(z.reshape(B, T, C)))  # heads side by side, then mixed
+            out = result.sum(dim=2) + self.c_proj.bias
+            if isinstance(self.c_proj, LoRALinear):  # an adapter's share is no one head's: added whole
+                out = out + self.c_proj.branch(z.reshape(B, T, C), hook)
+            return self.resid_dropout(out)
+        return self.resid_dropout(project(self.c_proj, z.reshape(B, T, C), hook))  # heads side by side, then mixed
 
     def _attention_written_out(self, q, k, v, mask: Mask, hook: Hook, upcast: bool):
         """What scaled_dot_product_attention computes, step by step, so the pattern can be seen.
@@ -98,9 +102,9 @@ class MLP(nn.Module):
         self.hook_prefix = f"blocks.{layer}.mlp."
 
     def forward(self, x, hook: Hook):
-        pre = hook(self.hook_prefix + "hook_pre", self.c_fc(x))  # [B, T, mlp_width]
+        pre = hook(self.hook_prefix + "hook_pre", project(self.c_fc, x, hook))  # [B, T, mlp_width]
         post = hook(self.hook_prefix + "hook_post", self.act(pre))
-        return self.dropout(self.c_proj(post))
+        return self.dropout(project(self.c_proj, post, hook))
 
 
 class Block(nn.Module):
@@ -260,8 +264,10 @@ class GPT2(PretrainedMixin, GenerationMixin, InterpretabilityMixin, ScoringMixin
         return self.lm_head(x)
 
     def hook_names(self) -> list[str]:
-        """Every named activation point, in the order the forward pass reaches them."""
-        return _hook_names(self.config.n_layer)
+        """Every named activation point, in the order the forward pass reaches them; a LoRA branch's (lora.py)
+        where this model keeps one."""
+        adapted = {module.hook_name for module in self.modules() if isinstance(module, LoRALinear)}
+        return [name for name in _hook_names(self.config.n_layer) if name in adapted or not is_lora_point(name)]
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty KV cache for this model, on its device and in its dtype."""
@@ -277,10 +283,13 @@ class GPT2(PretrainedMixin, GenerationMixin, InterpretabilityMixin, ScoringMixin
 
 @functools.cache
 def _hook_names(n_layer: int) -> list[str]:
-    """The points a forward pass reaches, every optional one included, recorded from a one-block model on the
-    meta device (no memory, no arithmetic); block 0's points stand for every block's."""
+    """The points a forward pass reaches, every optional one included (a LoRA branch on each projection too),
+    recorded from a one-block model on the meta device (no memory, no arithmetic); block 0's points stand for
+    every block's."""
     with torch.device("meta"):
         one_block = GPT2(GPT2Config(vocab_size=2, n_positions=2, n_embd=2, n_layer=1, n_head=1))
+        for projection in PROJECTIONS:
+            adapt(one_block, "h.0." + projection, rank=1, scale=1.0, dropout=0.0)
         recorder = Recorder()
         one_block.compute_logits(
             torch.zeros(1, 2, dtype=torch.long), torch.arange(2), Mask(is_causal=True), None, recorder

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 
 from ..model import PRESETS
+from ..training import distributed
 from ..training.loop import AUTOCAST, TrainConfig, resume, train
 from ..training.optim import SCHEDULES
 from .options import Parser, non_negative_float, non_negative_int, positive_int, status
@@ -19,6 +20,8 @@ EXAMPLES = """examples:
   minigpt2 train input.txt --char --n-layer 4 --n-head 4 --n-embd 128 --block-size 64 --batch-size 12 \\
       --steps 2000 --lr 1e-3 --warmup 100 --beta2 0.99 --eval-every 250 --eval-batches 20   # nanoGPT's CPU recipe
   minigpt2 train chat.jsonl --instructions --model gpt2 --steps 500  # {prompt, completion} lines
+  minigpt2 train notes.txt --model gpt2 --lora r=8,alpha=16,targets=c_attn,c_proj,c_fc   # LoRA adapters only
+  minigpt2 train hf:roneneldan/TinyStories --n-layer 4 --n-head 4 --n-embd 256 --block-size 256 --track 100
   minigpt2 train --resume out                                       # on from the newest checkpoint in out/
 
 Checkpoints are OUT/step-NNNNNN in transformers' save_pretrained layout, with training_state.pt beside the
@@ -53,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         "data",
         metavar="DATA",
         nargs="?",
-        help="a text file, a folder of .txt/.jsonl, llm.c's .bin token shards, or (--instructions) JSONL of "
-        "{prompt, completion}; with --resume, the run's own by default",
+        help="a text file, a folder of .txt/.jsonl, llm.c's .bin token shards, hf:NAME (a Hugging Face data set), "
+        "or (--instructions) JSONL of {prompt, completion}; with --resume, the run's own by default",
     )
     start = p.add_mutually_exclusive_group()
     start.add_argument("--model", metavar="NAME_OR_PATH", help="the checkpoint to fine-tune (gpt2, org/name, a folder)")
@@ -71,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="DATA is JSONL of {prompt, completion}: only completions are learned",
     )
+    add("--dataset-config", metavar="NAME", help="hf:NAME data: its configuration (load_dataset's name)")
+    add("--dataset-split", metavar="SPLIT", help="hf:NAME data: the split read")
+    add("--text-field", metavar="COLUMN", help="hf:NAME data: the column whose text is a document")
     add("--block-size", metavar="N", type=positive_int, help="tokens a row (default: the model's n_positions)")
     add("--val-fraction", metavar="F", type=fraction, help="the end of the data held out for the val loss")
     add("--out", metavar="DIR", help="where the checkpoints and the log go")
@@ -81,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr",
         metavar="LR",
         type=non_negative_float,
-        help="peak learning rate (default: 6e-4 from scratch, 3e-5 fine-tuning)",
+        help="peak learning rate (default: 6e-4 from scratch, 3e-5 fine-tuning, 2e-4 with --lora)",
     )
     add("--min-lr", metavar="LR", type=non_negative_float, help="the learning rate at the end (default: lr / 10)")
     add("--warmup", metavar="N", type=non_negative_int, help="steps of linear warmup")
@@ -96,10 +102,31 @@ def build_parser() -> argparse.ArgumentParser:
         type=fraction,
         help="embd/attn/resid_pdrop (default: the checkpoint's; 0 from scratch)",
     )
+    add(
+        "--lora",
+        metavar="SPEC",
+        nargs="?",
+        const="",
+        help="train LoRA adapters only, the base frozen, saved in PEFT's layout: r=8,alpha=16,targets=c_attn,c_proj,"
+        "c_fc,dropout=0.05 (left out: r 8, alpha 2r, targets c_attn, dropout 0)",
+    )
     add("--device", help="cpu, cuda, cuda:1, mps")
+    add(
+        "--fsdp",
+        action="store_true",
+        help="under torchrun: shard the model over the processes (FSDP2), for a model one device does not hold",
+    )
     add("--dtype", choices=AUTOCAST, help="autocast: bfloat16 (CPU, CUDA), float16 (CUDA, with a GradScaler)")
     add("--eval-every", metavar="N", type=positive_int, help="steps between val losses (and at the end)")
     add("--eval-batches", metavar="N", type=positive_int, help="the fixed val batches")
+    add("--eval-choices", metavar="FILE", help="multiple-choice JSONL scored at every val loss (choice_accuracy)")
+    add(
+        "--track",
+        dest="track_every",
+        metavar="N",
+        type=positive_int,
+        help="every N steps, each head's induction and previous-token score, entropy, residual norms",
+    )
     add("--sample-every", metavar="N", type=non_negative_int, help="steps between seeded samples (0: none)")
     add("--sample-tokens", metavar="N", type=positive_int, help="tokens a sample")
     add("--save-every", metavar="N", type=positive_int, help="steps between checkpoints (and at the end)")
@@ -126,7 +153,8 @@ def run(args: argparse.Namespace) -> None:
     given = vars(args)
     folder = given.pop("resume", None)
     if folder is not None:
-        status(f"resuming {folder} ...")
+        if distributed.is_main():  # under torchrun, one line for all the processes
+            status(f"resuming {folder} ...")
         trainer = resume(folder, **given)
     else:
         if "data" not in given:
@@ -134,4 +162,5 @@ def run(args: argparse.Namespace) -> None:
         trainer = train(TrainConfig(**given))
     last = trainer.history[-1] if trainer.history else {"step": trainer.step}
     val = f", val loss {last['val_loss']:.4f}" if "val_loss" in last else ""
-    print(f"step {last['step']}{val}; checkpoints in {trainer.out}")
+    if distributed.is_main():
+        print(f"step {last['step']}{val}; checkpoints in {trainer.out}")

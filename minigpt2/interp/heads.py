@@ -59,6 +59,14 @@ def head_scores(
     if error_measure not in ("mul", "abs"):
         raise ValueError(f"error_measure must be 'mul' or 'abs', got {error_measure!r}")
     patterns = attention_patterns(model, tokens[None].to(model.wte.weight.device))[:, 0].float().cpu()  # [L, H, T, T]
+    return pattern_scores(patterns, ideal, exclude_bos, exclude_current_token, error_measure)
+
+
+def pattern_scores(
+    patterns: torch.Tensor, ideal: torch.Tensor, exclude_bos=False, exclude_current_token=False, error_measure="mul"
+) -> torch.Tensor:
+    """head_scores of attention patterns already computed: [..., T, T] against ideal [T, T] -> [...]."""
+    T = ideal.size(0)
     keep = torch.ones(T, T)
     if exclude_bos:
         keep[:, 0] = 0
@@ -97,5 +105,10 @@ def induction_scores(
     if not torch.equal(tokens[:, -half:], tokens[:, -2 * half : -half]):
         raise ValueError("induction scores need a sequence repeated twice (after an optional bos)")
     patterns = attention_patterns(model, tokens.to(model.wte.weight.device)).float().cpu()  # [L, B, H, T, T]
-    stripe = patterns.diagonal(offset=1 - half, dim1=-2, dim2=-1)  # [L, B, H, entries]
-    return stripe.mean(dim=(1, 3))
+    return induction_stripe(patterns, half)
+
+
+def induction_stripe(patterns: torch.Tensor, half: int) -> torch.Tensor:
+    """induction_scores of attention patterns already computed: [L, B, H, T, T] on sequences whose second
+    copy is their last `half` tokens -> [L, H]."""
+    return patterns.diagonal(offset=1 - half, dim1=-2, dim2=-1).mean(dim=(1, 3))  # the stripe [L, B, H, entries]

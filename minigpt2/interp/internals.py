@@ -15,10 +15,13 @@ Every activation point has a stable name, as in TransformerLens (model.hook_name
     blocks.{i}.ln2.hook_scale, ln2.hook_normalized  ln_2's divisor and output          [B, T, 1], [B, T, C]
     blocks.{i}.mlp.hook_pre / hook_post             MLP hidden, before / after GELU    [B, T, mlp_width]
     blocks.{i}.hook_mlp_out, hook_resid_post        MLP's output, stream out of block  [B, T, C]
+    blocks.{i}.attn.hook_lora_c_attn (c_proj; mlp.  a LoRA adapter's added output,    [B, T, out]
+      hook_lora_c_fc, c_proj)                       kept separate (minigpt2/lora.py)
     ln_final.hook_scale, ln_final.hook_normalized   ln_f's divisor, and its output     [B, T, 1], [B, T, C]
 
 The scales and the heads' results are worked out only when asked for (a head's result is its z
-through its slice of c_proj; attn_out is then their sum plus c_proj's bias).
+through its slice of c_proj; attn_out is then their sum plus c_proj's bias, and c_proj's LoRA branch,
+when it has one).
 
 To read activations: `logits, acts = model.run_with_cache(ids, names=...)`; with
 grad_of=metric, each one's gradient of the metric comes back as well (name + "_grad"). To change

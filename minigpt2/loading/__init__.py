@@ -8,6 +8,7 @@ LoadOptions.
     model = GPT2.from_pretrained("x.pth", base="skt/kogpt2-base-v2")  # a state dict over a base's config
     model = GPT2.from_pretrained("out/ckpt.pt")                       # nanoGPT (formats.py); llm.c's .bin too
     model = GPT2.from_pretrained("./my-lora")                         # a PEFT adapter, merged (lora.py)
+    model = GPT2.from_pretrained("./my-lora", merge_lora=False)       # ... kept beside the base's weights
 
 This package never imports the model: the class to build is given (GPT2.from_pretrained passes itself).
 """
@@ -27,7 +28,7 @@ from ..interp.processing import Processing
 from ..tokenizer import Tokenizer
 from .config_file import read_config
 from .formats import GPT2_EOS
-from .lora import merge_adapter
+from .lora import read_adapter
 from .swaps import SCHEMES, ModuleSwap, swaps_for
 from .weights import read_sources, read_weights
 
@@ -47,6 +48,8 @@ class LoadOptions:
         (kernels.py); slower to load, rounded unlike transformers'.
     process: TransformerLens's weight processing (interp/processing.py): True for all four steps, or a
         Processing naming some; the logits shift by a constant per position (center_unembed).
+    merge_lora=False: a LoRA adapter kept beside its base's weights instead of merged into them, each adapted
+        projection a LoRALinear whose branch has a hook point (blocks.{i}.attn.hook_lora_c_attn, ...).
     """
 
     device: str | torch.device | None = None
@@ -54,6 +57,7 @@ class LoadOptions:
     quantize: str | None = None
     fast: bool = False
     process: bool | Processing = False
+    merge_lora: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "device", check_device(self.device))
@@ -62,6 +66,11 @@ class LoadOptions:
             raise ValueError(f"quantize must be one of {', '.join(SCHEMES)} (or None), got {self.quantize!r}")
         if self.process and self.quantize:
             raise ValueError("weight processing edits floating-point weights: give process= or quantize=, not both")
+        if self.process and not self.merge_lora:
+            raise ValueError(
+                "weight processing folds into the base's weights, which a kept-separate LoRA branch does not see: "
+                "give process= or merge_lora=False, not both"
+            )
 
     @classmethod
     def build(cls, **options) -> LoadOptions:
@@ -84,6 +93,11 @@ def load_model(checkpoint: Checkpoint, options: LoadOptions, model_class):
     """A model_class (GPT2) with the checkpoint's weights, loaded as the options ask."""
     if checkpoint.adapter is not None and options.quantize is not None:
         raise ValueError("a LoRA adapter is merged into float weights; load it without quantize=")
+    if checkpoint.adapter is None and not options.merge_lora:
+        raise ValueError(
+            f"merge_lora=False keeps a LoRA adapter's branches, and {checkpoint.label} is no adapter (it has no "
+            "adapter_config.json); load it without merge_lora="
+        )
     # A folder shows first that it is a checkpoint (its config.json); a weights file may state its own shape.
     config = read_config(checkpoint) if checkpoint.weights_file is None else None
     files = checkpoint.weight_files()
@@ -104,10 +118,13 @@ def load_model(checkpoint: Checkpoint, options: LoadOptions, model_class):
     )
     against = f"the shape {sources[0].stated_by} give" if stated else f"{checkpoint.label}'s config.json"
     _check_tensors(model, state, files[0] if len(files) == 1 else files[0].parent, against)
-    if checkpoint.adapter is not None:
-        merge_adapter(state, checkpoint.adapter)
+    adapter = read_adapter(checkpoint.adapter, state) if checkpoint.adapter is not None else None
+    if adapter is not None and options.merge_lora:
+        adapter.merge_into(state)
     model.load_state_dict(state, assign=True, strict=False)  # names and shapes are checked above
     model.tie_weights()
+    if adapter is not None and not options.merge_lora:
+        adapter.keep_in(model)
     for swap in swaps:
         swap.finish(model)
     model.checkpoint = checkpoint

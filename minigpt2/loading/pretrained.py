@@ -14,8 +14,8 @@ class PretrainedMixin:
 
         revision: a hub branch, tag or commit. base: the base checkpoint whose config.json and tokenizer a
         weights file or an adapter borrows (config= was its old name, and warns). options: LoadOptions'
-        (device, dtype, quantize, fast, process), and TransformerLens's processing keywords (fold_ln,
-        center_writing_weights, center_unembed, fold_value_biases).
+        (device, dtype, quantize, fast, process, merge_lora), and TransformerLens's processing keywords
+        (fold_ln, center_writing_weights, center_unembed, fold_value_biases).
         """
         options = LoadOptions.build(**options)  # checked before anything is read
         return load_model(resolve_for_loading(name_or_path, revision, base, config), options, cls)

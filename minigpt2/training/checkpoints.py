@@ -9,6 +9,9 @@ so that transformers' from_pretrained and every minigpt2 command load it, with t
     training_state.pt        optimizer, step, every RNG, the data position, the run's config: tensors and
                              plain values only, read with torch.load(weights_only=True)
 
+A LoRA run's checkpoint holds its adapter in PEFT's layout (adapter_config.json, adapter_model.safetensors:
+lora.py) in place of config.json, model.safetensors and generation_config.json.
+
 A folder is written under a hidden name (.step-NNNNNN.partial) and renamed once complete, so a run killed
 mid-save leaves the earlier checkpoints as they were; only then are the oldest beyond `keep` removed.
 """
@@ -27,6 +30,7 @@ from safetensors.torch import save_file
 
 from ..checkpoint import CheckpointError
 from ..model import GPT2Config
+from .lora import write_adapter
 
 STATE_FILE = "training_state.pt"
 TOKENIZER_FILES = (
@@ -65,11 +69,12 @@ def hf_config(config: GPT2Config, base: dict | None, bos_token_id: int | None) -
     return out
 
 
-def hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The weights under transformers' names and layout: the inverse of loading/weights.py's reading."""
+def hf_state_dict(model: torch.nn.Module, weights: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The weights (the model's state_dict(), or the one given: FSDP2's shards gathered) under transformers'
+    names and layout: the inverse of loading/weights.py's reading."""
     tied = model.config.tie_word_embeddings
     state = {}
-    for name, tensor in model.state_dict().items():
+    for name, tensor in (model.state_dict() if weights is None else weights).items():
         if name == "lm_head.weight":
             if not tied:
                 state[name] = tensor.detach().contiguous().cpu()
@@ -84,13 +89,16 @@ def save(
     step: int,
     *,
     model: torch.nn.Module,
+    weights: dict[str, torch.Tensor] | None = None,
+    adapter_config: dict | None = None,
     config_json: dict,
     generation_json: dict,
     write_tokenizer: Callable[[Path], None],
     state: dict,
     keep: int,
 ) -> Path:
-    """OUT/step-NNNNNN, written whole or not at all; then all but the newest `keep` are removed."""
+    """OUT/step-NNNNNN, written whole or not at all; then all but the newest `keep` are removed. adapter_config:
+    a LoRA run's, whose adapter stands in for the whole model's files."""
     final = out / f"step-{step:06d}"
     if final.exists():
         raise CheckpointError(f"{final} exists already; a run never writes over a checkpoint")
@@ -99,9 +107,12 @@ def save(
     partial = out / f".{final.name}.partial"
     partial.mkdir(parents=True)
     try:
-        save_file(hf_state_dict(model), str(partial / "model.safetensors"), metadata={"format": "pt"})
-        _write_json(partial / "config.json", config_json)
-        _write_json(partial / "generation_config.json", generation_json)
+        if adapter_config is None:
+            save_file(hf_state_dict(model, weights), str(partial / "model.safetensors"), metadata={"format": "pt"})
+            _write_json(partial / "config.json", config_json)
+            _write_json(partial / "generation_config.json", generation_json)
+        else:
+            write_adapter(partial, model, adapter_config, weights)
         write_tokenizer(partial)
         torch.save(state, partial / STATE_FILE)  # last: a folder with the state is complete
         os.rename(partial, final)

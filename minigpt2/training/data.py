@@ -6,19 +6,27 @@ llm.c's headered token shards, a character vocabulary for toy models (nanoGPT's 
     notes.txt                  one document
     corpus/ (*.txt, *.jsonl)   every .txt a document, every JSONL line's "text" a document, sorted by path
     *.bin, or a folder of them llm.c's shards (fineweb_train_000001.bin ...; "val" in a name: the val split)
+    hf:NAME                    a Hugging Face data set (the datasets library): every row's text field a
+                               document; NAME a hub id, a local folder of data files, or a save_to_disk folder
 
 Text is tokenized once, with the end-of-text token between documents, into
 <DATA>.minigpt2-cache/<key>/tokens.bin beside the data (uint16, or uint32 past 65536 tokens), where key
 hashes the files' contents and the tokenizer's: later runs, and resumes, read the tokens where they lie.
+Beside read-only data, the cache is the user's: ~/.cache/minigpt2/tokens/<key>/.
+A data set's tokens go under the datasets cache instead, HF_DATASETS_CACHE/minigpt2-tokens/<key>/, where
+key hashes its name, configuration, split, text field and fingerprint (which changes with its content).
 A batch is (input_ids, labels) [B, T] with labels in transformers' convention: the model shifts them
 (position t predicts labels[t + 1]), and -100 is not counted.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,6 +37,7 @@ CACHE_SUFFIX = ".minigpt2-cache"
 EOT = "<|endoftext|>"
 LLMC_MAGIC, LLMC_VERSION, LLMC_HEADER_BYTES = 20240520, 1, 256 * 4  # llm.c's dev/data/data_common.py
 IGNORE = -100  # a label that is not counted
+HUB_PREFIX = "hf:"
 
 
 class CharVocab:
@@ -44,9 +53,9 @@ class CharVocab:
         self.bos_token_id = self.pad_token_id = None  # as GPT-2: the end-of-text token starts and pads
 
     @classmethod
-    def from_data(cls, path: Path) -> CharVocab:
+    def from_data(cls, source: Path | HubData) -> CharVocab:
         seen = set()
-        for _, text in read_documents(path):
+        for _, text in documents(source):
             seen.update(text)
         return cls("".join(sorted(seen)))
 
@@ -86,6 +95,82 @@ class CharVocab:
         if not vocab or vocab.get(EOT) != len(vocab) - 1:
             return None
         return cls("".join(sorted((c for c in vocab if c != EOT), key=vocab.__getitem__)))
+
+
+def source(data: str, config: str | None = None, split: str = "train", text_field: str = "text"):
+    """DATA as the readers take it: a resolved Path, or for hf:NAME a HubData (a local NAME resolved)."""
+    if not data.startswith(HUB_PREFIX):
+        return Path(data).resolve()
+    name = data[len(HUB_PREFIX) :]
+    if not name:
+        raise ValueError("hf: needs a data set's name, as hf:roneneldan/TinyStories, or a local folder")
+    local = Path(name).expanduser()
+    return HubData(str(local.resolve()) if local.exists() else name, config, split, text_field)
+
+
+@dataclass(frozen=True)
+class HubData:
+    """A split of a Hugging Face data set: datasets.load_dataset(name, config, split=split), or load_from_disk
+    for a folder that save_to_disk wrote; every row's text_field is a document."""
+
+    name: str
+    config: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+
+    def __str__(self) -> str:
+        return HUB_PREFIX + self.name
+
+    @functools.cached_property
+    def dataset(self):
+        try:
+            import datasets
+        except ImportError:
+            raise ImportError(f'{self} is read with the datasets library: pip install -e ".[train]"') from None
+        folder = Path(self.name)
+        if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():  # save_to_disk's
+            found = datasets.load_from_disk(self.name)
+            if isinstance(found, datasets.DatasetDict):
+                if self.split not in found:
+                    raise ValueError(f"{self} has no split {self.split!r}; give --dataset-split {' or '.join(found)}")
+                found = found[self.split]
+        else:
+            found = datasets.load_dataset(self.name, self.config, split=self.split)
+        if self.text_field not in found.column_names:
+            raise ValueError(
+                f"{self} has no {self.text_field!r} column; give --text-field {' or '.join(found.column_names)}"
+            )
+        return found
+
+    @property
+    def content_hash(self) -> str:
+        """What is read, and the data set's fingerprint: which content it was (a new revision, a new one)."""
+        what = (self.name, self.config, self.split, self.text_field, self.dataset._fingerprint)
+        return _hash("\n".join(map(str, what)))
+
+    @property
+    def cache_root(self) -> Path:
+        import datasets
+
+        return Path(datasets.config.HF_DATASETS_CACHE) / "minigpt2-tokens"
+
+    def documents(self):
+        rows = self.dataset.select_columns([self.text_field]).iter(batch_size=1000)
+        for i, text in enumerate(text for batch in rows for text in batch[self.text_field]):
+            if not isinstance(text, str):
+                raise ValueError(
+                    f"{self}: row {i}'s {self.text_field!r} is not text; give a text column's --text-field"
+                )
+            yield f"{self}[{i}]", text
+
+
+def documents(source: Path | HubData):
+    """(name, text) of every document of the data, in order."""
+    return source.documents() if isinstance(source, HubData) else read_documents(source)
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def read_documents(path: Path):
@@ -149,6 +234,9 @@ def content_hash(path: Path) -> str:
 def token_streams(path, tokenizer, fingerprint: str) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, str]:
     """(train segments, val segments or None, key): memory-mapped token tensors. llm.c's shards are read as
     they are (val: the shards with "val" in their name, if any); text is tokenized once into the cache."""
+    if isinstance(path, HubData):
+        key = _hash(f"{path.content_hash}\n{fingerprint}")
+        return [_cached_tokens(path, path.cache_root / key, tokenizer)], None, key
     path = Path(path)
     shards = sorted(path.glob("*.bin")) if path.is_dir() else [path] if path.suffix == ".bin" else []
     if shards:
@@ -158,20 +246,32 @@ def token_streams(path, tokenizer, fingerprint: str) -> tuple[list[torch.Tensor]
             raise ValueError(f"{path} has only val shards; give the train shards too")
         key = "llmc:" + ",".join(s.name for s in shards)
         return [read_llmc_shard(s) for s in train], [read_llmc_shard(s) for s in val] or None, key
-    key = hashlib.sha256(f"{content_hash(path)}\n{fingerprint}".encode()).hexdigest()[:16]
-    folder = path.with_name(path.name + CACHE_SUFFIX) / key
+    key = _hash(f"{content_hash(path)}\n{fingerprint}")
+    return [_cached_tokens(path, _cache_beside(path) / key, tokenizer)], None, key
+
+
+def _cache_beside(path: Path) -> Path:
+    """DATA.minigpt2-cache beside the data; where its folder is read-only, the user's cache:
+    $XDG_CACHE_HOME (or ~/.cache)/minigpt2/tokens (the key still names the content)."""
+    if os.access(path.parent, os.W_OK):
+        return path.with_name(path.name + CACHE_SUFFIX)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minigpt2" / "tokens"
+
+
+def _cached_tokens(source: Path | HubData, folder: Path, tokenizer) -> torch.Tensor:
+    """The data's tokens, memory-mapped from folder/tokens.bin, written there first if they are not yet."""
     dtype = torch.uint16 if tokenizer.vocab_size <= 1 << 16 else torch.uint32
     if not (folder / "tokens.bin").is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        write_atomically(folder / "tokens.bin", lambda partial: _write_tokens(partial, path, tokenizer, dtype))
+        write_atomically(folder / "tokens.bin", lambda partial: _write_tokens(partial, source, tokenizer, dtype))
     count = (folder / "tokens.bin").stat().st_size // dtype.itemsize
-    return [torch.from_file(str(folder / "tokens.bin"), shared=False, size=count, dtype=dtype)], None, key
+    return torch.from_file(str(folder / "tokens.bin"), shared=False, size=count, dtype=dtype)
 
 
-def _write_tokens(partial: Path, path: Path, tokenizer, dtype) -> None:
+def _write_tokens(partial: Path, source: Path | HubData, tokenizer, dtype) -> None:
     """Each document's tokens, written as they are made, with the end-of-text token between documents."""
     with open(partial, "wb") as f:
-        for i, (_, text) in enumerate(read_documents(path)):
+        for i, (_, text) in enumerate(documents(source)):
             ids = tokenizer.encode(text)
             if i:
                 if tokenizer.eos_token_id is None:

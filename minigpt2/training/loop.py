@@ -24,7 +24,7 @@ from ..loading import LoadOptions
 from ..model import GPT2, PRESETS, GPT2Config
 from ..scoring import score
 from ..tokenizer import Tokenizer
-from . import checkpoints, data
+from . import checkpoints, data, distributed, lora, track
 from .optim import Schedule, adamw, clip, micro_steps
 from .progress import Progress, plot_log
 
@@ -36,7 +36,10 @@ SHAPE_FIELDS = ("shape", "n_layer", "n_head", "n_embd", "vocab_size")
 class TrainConfig:
     """A run, whole: every default is stated here once (the command's options leave out what is not given)."""
 
-    data: str = ""  # a text file, a folder of .txt/.jsonl, llm.c's .bin shards; JSONL of {prompt, completion}
+    data: str = ""  # a text file, a folder of .txt/.jsonl, llm.c's .bin shards, hf:NAME; JSONL of {prompt, completion}
+    dataset_config: str | None = None  # hf:NAME data: load_dataset's configuration name
+    dataset_split: str = "train"  # hf:NAME data: the split read (its end held out as val)
+    text_field: str = "text"  # hf:NAME data: the column whose text is a document
     out: str = "out"  # checkpoints OUT/step-NNNNNN and the log
     model: str | None = None  # a checkpoint to fine-tune; None: from scratch, in the shape below
     shape: str | None = None  # from scratch: a preset (gpt2, gpt2-medium, ...), the sizes below over it
@@ -52,7 +55,8 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 12
     tokens_per_step: int | None = None  # None: one batch a step; else batches accumulated to this many tokens
-    lr: float | None = None  # None: 6e-4 from scratch (nanoGPT's train.py), 3e-5 fine-tuning (finetune_shakespeare)
+    # None: 6e-4 from scratch (nanoGPT's train.py), 3e-5 fine-tuning (finetune_shakespeare), 2e-4 LoRA (its paper's)
+    lr: float | None = None
     min_lr: float | None = None  # None: lr / 10
     warmup: int = 0  # steps
     schedule: str = "cosine"  # after warmup: cosine or linear down to min_lr at the last step, or constant
@@ -61,10 +65,16 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0: no clipping (the norm is logged either way)
     dropout: float | None = None  # embd/attn/resid_pdrop; None: the checkpoint's (0.1 in transformers), 0 from scratch
+    # "r=8,alpha=16,targets=c_attn,c_proj,c_fc,dropout=0.05": only LoRA adapters train, saved in PEFT's layout
+    # (training/lora.py; left out: r 8, alpha 2r, targets c_attn, dropout 0; "": all four); None: every weight
+    lora: str | None = None
     device: str = "cpu"
+    fsdp: bool = False  # under torchrun: the model sharded over the processes (FSDP2), not a copy in each
     dtype: str = "float32"  # autocast: float32 (none), bfloat16 (CPU, CUDA), float16 (CUDA, with a GradScaler)
     eval_every: int = 250  # steps; and at the last
     eval_batches: int = 20  # the fixed val set: this many batches spread over the val split
+    eval_choices: str | None = None  # multiple-choice JSONL scored at every val loss: choice_accuracy (track.py)
+    track_every: int = 0  # steps between probes of the heads (induction, previous-token, ...: track.py); 0: none
     sample_every: int = 0  # steps between seeded samples; 0: none
     sample_tokens: int = 64
     save_every: int = 1000  # steps; and at the last
@@ -80,24 +90,33 @@ class Trainer:
     """A run set up from its config (and, resuming, its checkpoint): call fit() to train."""
 
     def __init__(self, config: TrainConfig, resume_from: Path | None = None):
-        lr = config.lr or (6e-4 if config.model is None else 3e-5)
+        lr = config.lr or (6e-4 if config.model is None else 3e-5 if config.lora is None else 2e-4)
         min_lr = config.min_lr if config.min_lr is not None else lr / 10
-        self.config = c = replace(config, data=str(Path(config.data).resolve()), lr=lr, min_lr=min_lr)
-        self.device = LoadOptions(device=c.device).device
+        self.source = data.source(config.data, config.dataset_config, config.dataset_split, config.text_field)
+        self.config = c = replace(config, data=str(self.source), lr=lr, min_lr=min_lr)
+        self.device = distributed.setup(LoadOptions(device=c.device).device)
+        distributed.check_batch_size(c.batch_size)
         state = checkpoints.read_state(resume_from) if resume_from else None
         self.out = Path(c.out)
         self._check_out(state)
         torch.manual_seed(c.seed)
         self._build_model(resume_from)
-        self._build_data()
+        with distributed.main_first():  # rank 0 tokenizes into the cache, the others read it there
+            self._build_data()
+        self.probes = track.probes(c, self.tokenizer, self.model.config, self.block_size)
         self.schedule = Schedule(c.lr, c.min_lr, c.warmup, c.steps, c.schedule)
         self.micro = micro_steps(c.tokens_per_step, c.batch_size, self.block_size)
+        self.parallel = distributed.wrap(self.model, self.device, c.fsdp)  # what train_step runs
+        if distributed.size() > 1:  # each rank its own dropout masks; the init was the same on every rank
+            torch.manual_seed(c.seed + distributed.rank())
         self.optimizer = adamw(self.model, lr=c.lr, weight_decay=c.weight_decay, betas=(c.beta1, c.beta2))
         self.amp = AUTOCAST.get(c.dtype, "?")
         if self.amp == "?":
             raise ValueError(f"unknown dtype {c.dtype!r}; choose one of {', '.join(AUTOCAST)}")
         if self.amp is torch.float16 and self.device.type != "cuda":
             raise ValueError("float16 training needs CUDA (for its GradScaler); on the CPU use bfloat16")
+        if self.amp is torch.float16 and c.fsdp:
+            raise ValueError("--fsdp trains in float32 or bfloat16: a GradScaler would check each rank's shard alone")
         self.scaler = torch.amp.GradScaler("cuda") if self.amp is torch.float16 else None
         self.step, self.history = 0, []
         if state:
@@ -122,18 +141,30 @@ class Trainer:
     def _build_model(self, resume_from: Path | None) -> None:
         c = self.config
         self.vocab = None  # a CharVocab, or None for a checkpoint's tokenizer
+        where = torch.device("cpu") if c.fsdp else self.device  # fully_shard moves it to the device, shard by shard
+        self.lora_spec = lora.LoraSpec.parse(c.lora) if c.lora is not None else None
+        self.adapter_config = None  # a LoRA run's adapter_config.json
+        if self.lora_spec and not (resume_from or c.model):
+            raise ValueError("--lora trains adapters over a checkpoint: give --model")
         if resume_from or c.model:
             if c.char and not resume_from:
                 raise ValueError("--char builds a vocabulary for a model trained from scratch; --model brings its own")
             source = resolve(resume_from or c.model)
-            self.model = GPT2.from_pretrained(resume_from or c.model, device=self.device, dtype="float32")
+            keep_adapter = bool(self.lora_spec and resume_from)  # a resumed LoRA run's, to train on
+            if self.lora_spec:  # resuming, source is the base that the run's adapter names
+                self.adapter_config = self.lora_spec.adapter_config(lora.base_name(source, resuming=keep_adapter))
+            self.model = GPT2.from_pretrained(
+                resume_from or c.model, device=where, dtype="float32", merge_lora=not keep_adapter
+            )
             _own_weights(self.model)
+            if self.lora_spec:
+                lora.train_adapters(self.model, self.lora_spec, resumed=resume_from)
             self.base_config = source.config
             self.vocab = data.CharVocab.load(source.folder) if c.char else None
             tokenizer_source = source
         else:
             self.base_config = None
-            self.vocab = data.CharVocab.from_data(Path(c.data)) if c.char else None
+            self.vocab = data.CharVocab.from_data(self.source) if c.char else None
             tokenizer_source = None if c.char else resolve(c.tokenizer)
         self.tokenizer_files = {}
         if tokenizer_source is not None:
@@ -141,7 +172,7 @@ class Trainer:
             self.tokenizer_files = {n: tokenizer_source.path(n) for n in names}
         self.tokenizer = self.vocab or Tokenizer.from_checkpoint(tokenizer_source)
         if not (resume_from or c.model):
-            self.model = GPT2(self._shape()).to(self.device)
+            self.model = GPT2(self._shape()).to(where)
         if c.dropout is not None:
             _set_dropout(self.model, c.dropout)
         n_positions = self.model.config.n_positions
@@ -190,7 +221,7 @@ class Trainer:
             val = data.Examples(examples[len(examples) - held :], B, c.seed, pad) if held else None
         else:
             fingerprint = self.vocab.fingerprint if self.vocab else _files_hash(self.tokenizer_files)
-            train, val_shards, self.data_key = data.token_streams(c.data, self.tokenizer, fingerprint)
+            train, val_shards, self.data_key = data.token_streams(self.source, self.tokenizer, fingerprint)
             train, val_split = (train, val_shards) if val_shards else data.split(train, c.val_fraction)
             data.check_fits(train, T, "train")
             if val_shards or c.val_fraction:
@@ -205,11 +236,13 @@ class Trainer:
                 f"the data at {self.config.data} is not what the checkpoint was trained on (its content changed); "
                 "resume with the same data"
             )
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.batches.load_state_dict(state["data"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        distributed.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        self.batches.load_state_dict(state["data"])  # the same on every rank: each draws the whole batch
+        if len(state["rng"]) == distributed.size():  # else each rank keeps its new seed's
+            rng = state["rng"][distributed.rank()]
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"]:
+                torch.cuda.set_rng_state_all(rng["cuda"])
         if self.scaler is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
@@ -219,7 +252,9 @@ class Trainer:
         c = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         board = self.out / "tensorboard" if c.tensorboard else None
-        with Progress(self.log_path, c.steps, c.log_every, self.step, board) as progress:
+        main = distributed.is_main()  # only rank 0 shows and logs the run; every rank has the same rows
+        progress = Progress(self.log_path, c.steps, c.log_every, self.step, board) if main else contextlib.nullcontext()
+        with progress:
             while self.step < c.steps:
                 row = self.train_step()
                 last = self.step == c.steps
@@ -227,11 +262,15 @@ class Trainer:
                     row["val_loss"] = self.evaluate()
                 if c.sample_every and self.step % c.sample_every == 0:
                     row["sample"] = self.sample()
-                progress.record(row)
+                for probe in self.probes:  # on every rank, as evaluate()
+                    if self.step % probe.every == 0 or last:
+                        row |= probe(self.model)
+                if main:
+                    progress.record(row)
                 self.history.append(row)
                 if self.step % c.save_every == 0 or last:
                     self.save()
-        if c.plot:
+        if c.plot and main:
             plot_log(self.log_path, self.out / "loss.png")
         return self.history
 
@@ -243,14 +282,18 @@ class Trainer:
             group["lr"] = lr
         self.model.train()
         loss, tokens = torch.zeros((), device=self.device), 0
-        for _ in range(self.micro):
-            x, y = (t.to(self.device) for t in next(self.batches))
-            with self._autocast():
-                micro_loss = self.model(x, labels=y).loss / self.micro  # the mean over the step's micro-batches
-            (self.scaler.scale(micro_loss) if self.scaler else micro_loss).backward()
+        for i in range(self.micro):
+            x, y = next(self.batches)
+            tokens += x.numel()  # the whole batch's, over every rank
+            x, y, weight = distributed.share(x, y)
+            x, y = x.to(self.device), y.to(self.device)
+            with distributed.gradient_sync(self.parallel, last=i == self.micro - 1):
+                with self._autocast():
+                    # The mean over the step's micro-batches (and over the ranks: share()'s weight).
+                    micro_loss = self.parallel(x, labels=y).loss * weight / self.micro
+                (self.scaler.scale(micro_loss) if self.scaler else micro_loss).backward()
             loss += micro_loss.detach()
-            tokens += x.numel()
-        loss = loss.item()
+        loss = distributed.mean(loss.item())  # the whole batch's
         if not math.isfinite(loss):
             raise ValueError(
                 f"the loss is {loss} at step {self.step + 1}; the run stops (its checkpoints are kept): "
@@ -277,11 +320,13 @@ class Trainer:
         self.model.eval()
         nll, counted = 0.0, 0
         for x, y in self.val_batches:
+            x, y, _ = distributed.share(x, y)  # each rank its rows; their sums are added up below
             with self._autocast():
                 logprobs = score(self.model, x.to(self.device))  # [B, T-1]: log p(token t | before t)
             mask = (y[:, 1:] != data.IGNORE).to(self.device)
             nll -= logprobs.double().mul(mask).sum().item()
             counted += int(mask.sum())
+        nll, counted = distributed.all_sum(nll, counted)
         self.model.train()
         return nll / counted
 
@@ -295,33 +340,43 @@ class Trainer:
         self.model.train()
         return self.tokenizer.decode(out[0, 1:].tolist())
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """This step's checkpoint, written by rank 0; on the others None, once it is complete."""
         c, model = self.config, self.model
         config_json = checkpoints.hf_config(model.config, self.base_config, self.tokenizer.bos_token_id)
         generation = {"bos_token_id": config_json["bos_token_id"], "eos_token_id": config_json["eos_token_id"]}
+        rng = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+        }
         state = {
             "step": self.step,
             "config": dataclasses.asdict(c),
             "shape": dataclasses.asdict(model.config),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-            },
+            "optimizer": distributed.optimizer_state(model, self.optimizer),
+            "rng": distributed.gather(rng),  # every rank's
             "data": self.batches.state_dict(),
             "data_key": self.data_key,
             "scaler": self.scaler.state_dict() if self.scaler else {},
         }
-        return checkpoints.save(
-            self.out,
-            self.step,
-            model=model,
-            config_json=config_json,
-            generation_json=generation,
-            write_tokenizer=self.vocab.save if self.vocab else checkpoints.copy_tokenizer_files(self.tokenizer_files),
-            state=state,
-            keep=c.keep,
-        )
+        weights = distributed.full_weights(model)  # every rank takes part in gathering FSDP2's shards
+        write_tokenizer = self.vocab.save if self.vocab else checkpoints.copy_tokenizer_files(self.tokenizer_files)
+        saved = None
+        if distributed.is_main():
+            saved = checkpoints.save(
+                self.out,
+                self.step,
+                model=model,
+                weights=weights,
+                adapter_config=self.adapter_config,
+                config_json=config_json,
+                generation_json=generation,
+                write_tokenizer=write_tokenizer,
+                state=state,
+                keep=c.keep,
+            )
+        distributed.barrier()  # no rank goes on before the checkpoint is complete
+        return saved
 
 
 def train(config: TrainConfig) -> Trainer:
@@ -347,7 +402,8 @@ def resume(path, **overrides) -> Trainer:
             )
     if overrides.get("model"):
         raise ValueError("give --resume or --model, not both: a resumed run continues its own model")
-    config = TrainConfig(**{**state["config"], "out": str(folder.parent), **overrides})
+    # How the processes share the model is this launch's, not the run's: --fsdp is given again or not.
+    config = TrainConfig(**{**state["config"], "out": str(folder.parent), "fsdp": False, **overrides})
     trainer = Trainer(config, resume_from=folder)
     if _sizes(trainer.model.config) != _sizes(saved):
         raise CheckpointError(f"{folder}'s weights are not the shape its {checkpoints.STATE_FILE} was saved with")

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from ..writing import check_writable
 
 
@@ -60,6 +62,9 @@ class Progress:
         )
         if "val_loss" in row:
             line += f" val {row['val_loss']:.4f}"
+        for name, shown in (("choice_accuracy", "choices"), ("induction_max", "induction")):  # track.py's probes
+            if name in row:
+                line += f" {shown} {row[name]:.3f}"
         # On a terminal the line is rewritten in place, and kept (a newline) at each val loss.
         end = "\n" if due or not tty else ""
         print(("\r" if tty else "") + line + ("\033[K" if tty else ""), end=end, file=sys.stderr)
@@ -83,7 +88,8 @@ def keep_log_until(path: Path, step: int) -> None:
 
 
 def plot_log(log_path: Path, png_path: Path) -> Path:
-    """The train and val loss curves of a run's log, as a PNG (matplotlib: the plots extra)."""
+    """The train and val loss curves of a run's log, as a PNG (matplotlib: the plots extra); a tracked run's
+    head scores (--track) too, into track.png beside it."""
     try:
         import matplotlib
 
@@ -92,6 +98,9 @@ def plot_log(log_path: Path, png_path: Path) -> Path:
     except ImportError as e:
         raise ImportError('--plot draws with matplotlib: pip install -e ".[plots]"') from e
     rows = read_log(log_path)
+    tracked = [r for r in rows if "track" in r]
+    if tracked:
+        _plot_track(plt, tracked, Path(png_path).with_name("track.png"))
     figure, axes = plt.subplots(figsize=(7, 4))
     axes.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train", linewidth=0.8)
     val = [r for r in rows if "val_loss" in r]
@@ -102,3 +111,22 @@ def plot_log(log_path: Path, png_path: Path) -> Path:
     figure.savefig(png_path, dpi=120)
     plt.close(figure)
     return Path(png_path)
+
+
+def _plot_track(plt, tracked: list[dict], png_path: Path) -> None:
+    """The best induction and previous-token head over the steps, and every head's score at the last step."""
+    from ..interp.plots import plot_head_scores
+
+    figure, (curves, induction, previous) = plt.subplots(1, 3, figsize=(15, 4))
+    steps = [r["step"] for r in tracked]
+    curves.plot(steps, [r["induction_max"] for r in tracked], "o-", label="induction")
+    curves.plot(steps, [r["previous_token_max"] for r in tracked], "o-", label="previous token")
+    curves.set(xlabel="step", ylabel="score of the best head", ylim=(0, 1), title=png_path.parent.name)
+    curves.legend()
+    last = tracked[-1]
+    for kind, axes in (("induction", induction), ("previous_token", previous)):
+        title = f"{kind.replace('_', '-')} scores at step {last['step']}"
+        plot_head_scores(torch.tensor(last["track"][kind]), title=title, ax=axes)
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=120)
+    plt.close(figure)

@@ -1,6 +1,7 @@
 """minigpt2/loading/lora.py: PEFT LoRA adapters made with peft itself on a random base, merged at load, against
-PeftModel (unmerged: base + B(A(x)) * scale) for r 4 and 16, with and without fan_in_fan_out; the base named
-by adapter_config.json or given; the loop script and the parity report; bad adapters refused in one line."""
+PeftModel (unmerged: base + B(A(x)) * scale) for r 4 and 16, with and without fan_in_fan_out; kept separate
+(merge_lora=False), equal to merged, each branch at its hook point; the base named by adapter_config.json or
+given; the loop script and the parity report; bad adapters refused in one line."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from test_loading import RunsCode
 from transformers import GPT2LMHeadModel
 
 from minigpt2 import GPT2, CheckpointError, Tokenizer, parity
+from minigpt2.lora import LoRALinear
 from minigpt2.parity.reference import reference_greedy
 from minigpt2.testing.checkpoints import write_checkpoint
 
@@ -72,6 +74,35 @@ def test_merged_adapter_gives_peft_models_logits(adapters, tiny, r, fan_in_fan_o
     assert diff <= TOLERANCE and moved > 100 * TOLERANCE
     mine = ours.generate(IDS, max_new_tokens=20, eos_token_id=None)
     assert mine.tolist() == reference_greedy(theirs, IDS, 20).tolist()
+
+
+def test_kept_separate_gives_the_merged_logits_and_a_hook_sees_each_branch(adapters, tiny, tiny_checkpoint):
+    folder, _ = adapters[4, True]
+    merged = GPT2.from_pretrained(folder)
+    kept = GPT2.from_pretrained(folder, merge_lora=False)
+    c_attn = kept.h[0].attn.c_attn
+    assert isinstance(c_attn, LoRALinear) and torch.equal(c_attn.weight, tiny[0].h[0].attn.c_attn.weight)  # the base's
+    points = [name for name in kept.hook_names() if "hook_lora_" in name]
+    each_block = ["attn.hook_lora_c_attn", "attn.hook_lora_c_proj", "mlp.hook_lora_c_fc", "mlp.hook_lora_c_proj"]
+    assert points == [f"blocks.{i}.{p}" for i in range(2) for p in each_block]
+    assert not any("hook_lora_" in name for name in merged.hook_names())
+    with torch.no_grad():
+        kept_logits, merged_logits, base_logits = kept(IDS), merged(IDS), tiny[0](IDS)
+        _, branches = kept.run_with_cache(IDS, names=points)
+        silenced = kept(IDS, hooks={name: lambda added: torch.zeros_like(added) for name in points})
+        written_out, _ = kept.run_with_cache(IDS)  # every point: the heads' results, c_proj's branch added whole
+    diff = (kept_logits - merged_logits).abs().max().item()
+    print(f"\nLoRA kept separate: max abs logit difference from merged {diff:.3e}")
+    assert diff <= TOLERANCE
+    T = IDS.shape[1]
+    assert branches["blocks.0.attn.hook_lora_c_attn"].shape == (1, T, 192)
+    assert branches["blocks.1.mlp.hook_lora_c_fc"].shape == (1, T, 256)
+    assert torch.equal(silenced, base_logits)  # each branch's output is all that the adapter adds
+    assert (written_out - kept_logits).abs().max() <= TOLERANCE
+    with pytest.raises(ValueError, match=r"merge_lora=False keeps a LoRA adapter's branches, and .* is no adapter"):
+        GPT2.from_pretrained(tiny_checkpoint, merge_lora=False)
+    with pytest.raises(ValueError, match="give process= or merge_lora=False, not both"):
+        GPT2.from_pretrained(folder, merge_lora=False, process=True)
 
 
 def test_a_base_given_wins_over_the_one_named_and_a_missing_base_says_so(adapters, tiny_checkpoint, tmp_path):

@@ -43,7 +43,9 @@ def test_benchmark_smoke(tiny_checkpoint, tmp_path):
     assert set(figures["decode"]) == {"float32", "bfloat16", "int8"} and figures["bandwidth_bytes_per_s"] > 0
     assert set(figures["assisted"]["acceptance"]) == {"first 1 blocks", "unrelated 2-block", "prompt lookup"}
     assert figures["weight_bytes"]["int8"] < figures["weight_bytes"]["bfloat16"] < figures["weight_bytes"]["float32"]
-    # The load section on its own (a fresh process per load is what makes it the slow one)
-    load = run_script("benchmark.py", *args, "--sections", "load", "--dtypes", "float32")
-    assert load.returncode == 0, load.stderr
-    assert "load" in load.stdout and "decode tok/s, batch 1" not in load.stdout
+    # The sections that start fresh processes (a load, a run's peak memory), with one dtype
+    train = ["--train-shapes", "recipe", "--train-steps", "1"]
+    fresh = run_script("benchmark.py", *args, "--sections", "load,train", "--dtypes", "float32", *train)
+    assert fresh.returncode == 0, fresh.stderr
+    assert "load float32" in fresh.stdout and "decode tok/s, batch 1" not in fresh.stdout
+    assert "train tok/s, recipe shape, float32" in fresh.stdout and "peak memory: minigpt2" in fresh.stdout

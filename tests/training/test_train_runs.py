@@ -4,8 +4,10 @@ bit for bit, a save killed half-way, and the data readers (cache, llm.c's shards
 from __future__ import annotations
 
 import json
+import os
 import random
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -127,6 +129,19 @@ def test_a_crash_mid_save_leaves_the_last_checkpoint(tmp_path, monkeypatch):
     resumed = resume(out)  # the newest complete one
     assert resumed.step == 4 and [p.name for p in checkpoints.checkpoints(out)] == ["step-000004"]
     assert not list(out.glob(".step-*"))
+
+
+def test_beside_read_only_data_the_cache_is_the_users(tmp_path, monkeypatch):
+    text = word_text(tmp_path / "words.txt")
+    vocab = data.CharVocab.from_data(text)
+    access = os.access
+    read_only = lambda path, mode: False if Path(path) == tmp_path else access(path, mode)  # noqa: E731
+    monkeypatch.setattr(os, "access", read_only)  # the data's folder answers as a read-only one does
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    tokens, _, key = data.token_streams(text, vocab, vocab.fingerprint)
+    assert (tmp_path / "user-cache" / "minigpt2" / "tokens" / key / "tokens.bin").is_file()
+    assert not (tmp_path / "words.txt.minigpt2-cache").exists()
+    assert tokens[0].long().tolist() == vocab.encode(text.read_text())
 
 
 def test_text_is_tokenized_once_into_a_cache_keyed_by_content(tmp_path):
