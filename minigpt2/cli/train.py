@@ -11,7 +11,8 @@ import dataclasses
 
 from ..model import PRESETS
 from ..training import distributed
-from ..training.loop import AUTOCAST, TrainConfig, resume, train
+from ..training.config import AUTOCAST, TrainConfig
+from ..training.loop import resume, train
 from ..training.optim import SCHEDULES
 from .options import Parser, non_negative_float, non_negative_int, positive_int, status
 

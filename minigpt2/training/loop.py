@@ -14,83 +14,27 @@ import dataclasses
 import hashlib
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, resolve
+from ..checkpoint import CheckpointError
 from ..loading import LoadOptions
-from ..model import GPT2, PRESETS, GPT2Config
+from ..model import GPT2Config
 from ..scoring import score
-from ..tokenizer import Tokenizer
-from . import checkpoints, data, distributed, lora, track
+from . import checkpoints, data, distributed, track
+from .build import build, check_resumed_shape, sizes
+from .config import AUTOCAST, TrainConfig, default_lr
 from .optim import Schedule, adamw, clip, micro_steps
 from .progress import Progress, plot_log
-
-AUTOCAST = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-SHAPE_FIELDS = ("shape", "n_layer", "n_head", "n_embd", "vocab_size")
-
-
-@dataclass
-class TrainConfig:
-    """A run, whole: every default is stated here once (the command's options leave out what is not given)."""
-
-    data: str = ""  # a text file, a folder of .txt/.jsonl, llm.c's .bin shards, hf:NAME; JSONL of {prompt, completion}
-    dataset_config: str | None = None  # hf:NAME data: load_dataset's configuration name
-    dataset_split: str = "train"  # hf:NAME data: the split read (its end held out as val)
-    text_field: str = "text"  # hf:NAME data: the column whose text is a document
-    out: str = "out"  # checkpoints OUT/step-NNNNNN and the log
-    model: str | None = None  # a checkpoint to fine-tune; None: from scratch, in the shape below
-    shape: str | None = None  # from scratch: a preset (gpt2, gpt2-medium, ...), the sizes below over it
-    n_layer: int | None = None
-    n_head: int | None = None
-    n_embd: int | None = None
-    vocab_size: int | None = None  # from scratch; None: the tokenizer's
-    block_size: int | None = None  # tokens a row; None: the model's n_positions (from scratch it sets them)
-    tokenizer: str = "gpt2"  # from scratch, without char: the checkpoint whose tokenizer reads the data
-    char: bool = False  # from scratch: a character vocabulary built from the data (nanoGPT's shakespeare_char)
-    instructions: bool = False  # the data is JSONL of {prompt, completion}: only completions are learned
-    val_fraction: float = 0.1  # the end of the data held out (llm.c's "val" shards instead, when there are)
-    steps: int = 1000
-    batch_size: int = 12
-    tokens_per_step: int | None = None  # None: one batch a step; else batches accumulated to this many tokens
-    # None: 6e-4 from scratch (nanoGPT's train.py), 3e-5 fine-tuning (finetune_shakespeare), 2e-4 LoRA (its paper's)
-    lr: float | None = None
-    min_lr: float | None = None  # None: lr / 10
-    warmup: int = 0  # steps
-    schedule: str = "cosine"  # after warmup: cosine or linear down to min_lr at the last step, or constant
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0  # 0: no clipping (the norm is logged either way)
-    dropout: float | None = None  # embd/attn/resid_pdrop; None: the checkpoint's (0.1 in transformers), 0 from scratch
-    # "r=8,alpha=16,targets=c_attn,c_proj,c_fc,dropout=0.05": only LoRA adapters train, saved in PEFT's layout
-    # (training/lora.py; left out: r 8, alpha 2r, targets c_attn, dropout 0; "": all four); None: every weight
-    lora: str | None = None
-    device: str = "cpu"
-    fsdp: bool = False  # under torchrun: the model sharded over the processes (FSDP2), not a copy in each
-    dtype: str = "float32"  # autocast: float32 (none), bfloat16 (CPU, CUDA), float16 (CUDA, with a GradScaler)
-    eval_every: int = 250  # steps; and at the last
-    eval_batches: int = 20  # the fixed val set: this many batches spread over the val split
-    eval_choices: str | None = None  # multiple-choice JSONL scored at every val loss: choice_accuracy (track.py)
-    track_every: int = 0  # steps between probes of the heads (induction, previous-token, ...: track.py); 0: none
-    sample_every: int = 0  # steps between seeded samples; 0: none
-    sample_tokens: int = 64
-    save_every: int = 1000  # steps; and at the last
-    keep: int = 3  # checkpoints kept, the newest
-    log_every: int = 10  # a progress line every N steps when stderr is not a terminal (every step when it is)
-    seed: int = 1337
-    log: str | None = None  # the JSONL log; None: OUT/log.jsonl
-    tensorboard: bool = True  # TensorBoard's scalars in OUT/tensorboard, when tensorboard is installed
-    plot: bool = False  # OUT/loss.png at the end, the loss curves of the log (matplotlib)
 
 
 class Trainer:
     """A run set up from its config (and, resuming, its checkpoint): call fit() to train."""
 
     def __init__(self, config: TrainConfig, resume_from: Path | None = None):
-        lr = config.lr or (6e-4 if config.model is None else 3e-5 if config.lora is None else 2e-4)
+        lr = default_lr(config)
         min_lr = config.min_lr if config.min_lr is not None else lr / 10
         self.source = data.source(config.data, config.dataset_config, config.dataset_split, config.text_field)
         self.config = c = replace(config, data=str(self.source), lr=lr, min_lr=min_lr)
@@ -100,7 +44,9 @@ class Trainer:
         self.out = Path(c.out)
         self._check_out(state)
         torch.manual_seed(c.seed)
-        self._build_model(resume_from)
+        self.built = build(c, self.source, resume_from, self.device)
+        self.model, self.tokenizer, self.vocab = self.built.model, self.built.tokenizer, self.built.vocab
+        self.block_size = self.built.block_size
         with distributed.main_first():  # rank 0 tokenizes into the cache, the others read it there
             self._build_data()
         self.probes = track.probes(c, self.tokenizer, self.model.config, self.block_size)
@@ -138,75 +84,6 @@ class Trainer:
                 "newest, or give another --out"
             )
 
-    def _build_model(self, resume_from: Path | None) -> None:
-        c = self.config
-        self.vocab = None  # a CharVocab, or None for a checkpoint's tokenizer
-        where = torch.device("cpu") if c.fsdp else self.device  # fully_shard moves it to the device, shard by shard
-        self.lora_spec = lora.LoraSpec.parse(c.lora) if c.lora is not None else None
-        self.adapter_config = None  # a LoRA run's adapter_config.json
-        if self.lora_spec and not (resume_from or c.model):
-            raise ValueError("--lora trains adapters over a checkpoint: give --model")
-        if resume_from or c.model:
-            if c.char and not resume_from:
-                raise ValueError("--char builds a vocabulary for a model trained from scratch; --model brings its own")
-            source = resolve(resume_from or c.model)
-            keep_adapter = bool(self.lora_spec and resume_from)  # a resumed LoRA run's, to train on
-            if self.lora_spec:  # resuming, source is the base that the run's adapter names
-                self.adapter_config = self.lora_spec.adapter_config(lora.base_name(source, resuming=keep_adapter))
-            self.model = GPT2.from_pretrained(
-                resume_from or c.model, device=where, dtype="float32", merge_lora=not keep_adapter
-            )
-            _own_weights(self.model)
-            if self.lora_spec:
-                lora.train_adapters(self.model, self.lora_spec, resumed=resume_from)
-            self.base_config = source.config
-            self.vocab = data.CharVocab.load(source.folder) if c.char else None
-            tokenizer_source = source
-        else:
-            self.base_config = None
-            self.vocab = data.CharVocab.from_data(self.source) if c.char else None
-            tokenizer_source = None if c.char else resolve(c.tokenizer)
-        self.tokenizer_files = {}
-        if tokenizer_source is not None:
-            names = [n for n in checkpoints.TOKENIZER_FILES if n in tokenizer_source.files]
-            self.tokenizer_files = {n: tokenizer_source.path(n) for n in names}
-        self.tokenizer = self.vocab or Tokenizer.from_checkpoint(tokenizer_source)
-        if not (resume_from or c.model):
-            self.model = GPT2(self._shape()).to(where)
-        if c.dropout is not None:
-            _set_dropout(self.model, c.dropout)
-        n_positions = self.model.config.n_positions
-        self.block_size = c.block_size or n_positions
-        if self.block_size > n_positions:
-            raise ValueError(
-                f"--block-size {self.block_size} is longer than the model's context (n_positions {n_positions}); "
-                f"give at most {n_positions}"
-            )
-        if self.tokenizer.vocab_size > self.model.config.vocab_size:
-            raise ValueError(
-                f"the tokenizer has {self.tokenizer.vocab_size} tokens, more than the model's vocabulary "
-                f"({self.model.config.vocab_size})"
-            )
-
-    def _shape(self) -> GPT2Config:
-        c = self.config
-        if c.shape is None and c.n_layer is None and c.n_head is None and c.n_embd is None:
-            raise ValueError(
-                "give --model to fine-tune a checkpoint, or a shape to train from scratch: --shape, --n-layer ..."
-            )
-        if c.shape is not None and c.shape not in PRESETS:
-            raise ValueError(f"unknown shape {c.shape!r}; choose one of {', '.join(PRESETS)}")
-        shape = PRESETS[c.shape] if c.shape else GPT2Config()
-        sizes = {k: getattr(c, k) for k in ("n_layer", "n_head", "n_embd") if getattr(c, k) is not None}
-        eos = self.tokenizer.eos_token_id
-        return replace(
-            shape,
-            **sizes,
-            vocab_size=c.vocab_size or self.tokenizer.vocab_size,
-            n_positions=c.block_size or shape.n_positions,
-            eos_token_id=eos,
-        )
-
     def _build_data(self) -> None:
         c = self.config
         B, T = c.batch_size, self.block_size
@@ -220,7 +97,7 @@ class Trainer:
             self.batches = data.Examples(examples[: len(examples) - held], B, c.seed, pad)
             val = data.Examples(examples[len(examples) - held :], B, c.seed, pad) if held else None
         else:
-            fingerprint = self.vocab.fingerprint if self.vocab else _files_hash(self.tokenizer_files)
+            fingerprint = self.vocab.fingerprint if self.vocab else _files_hash(self.built.tokenizer_files)
             train, val_shards, self.data_key = data.token_streams(self.source, self.tokenizer, fingerprint)
             train, val_split = (train, val_shards) if val_shards else data.split(train, c.val_fraction)
             data.check_fits(train, T, "train")
@@ -343,7 +220,7 @@ class Trainer:
     def save(self) -> Path | None:
         """This step's checkpoint, written by rank 0; on the others None, once it is complete."""
         c, model = self.config, self.model
-        config_json = checkpoints.hf_config(model.config, self.base_config, self.tokenizer.bos_token_id)
+        config_json = checkpoints.hf_config(model.config, self.built.base_config, self.tokenizer.bos_token_id)
         generation = {"bos_token_id": config_json["bos_token_id"], "eos_token_id": config_json["eos_token_id"]}
         rng = {
             "torch": torch.get_rng_state(),
@@ -360,7 +237,9 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler else {},
         }
         weights = distributed.full_weights(model)  # every rank takes part in gathering FSDP2's shards
-        write_tokenizer = self.vocab.save if self.vocab else checkpoints.copy_tokenizer_files(self.tokenizer_files)
+        write_tokenizer = (
+            self.vocab.save if self.vocab else checkpoints.copy_tokenizer_files(self.built.tokenizer_files)
+        )
         saved = None
         if distributed.is_main():
             saved = checkpoints.save(
@@ -368,7 +247,7 @@ class Trainer:
                 self.step,
                 model=model,
                 weights=weights,
-                adapter_config=self.adapter_config,
+                adapter_config=self.built.adapter_config,
                 config_json=config_json,
                 generation_json=generation,
                 write_tokenizer=write_tokenizer,
@@ -392,47 +271,16 @@ def resume(path, **overrides) -> Trainer:
     folder = checkpoints.find(path)
     state = checkpoints.read_state(folder)
     saved = GPT2Config(**state["shape"])
-    asked = {k: v for k, v in overrides.items() if k in SHAPE_FIELDS and v is not None}
-    if asked:
-        wanted = replace(PRESETS.get(asked.get("shape"), saved), **{k: v for k, v in asked.items() if k != "shape"})
-        if _sizes(wanted) != _sizes(saved):
-            raise CheckpointError(
-                f"{folder} holds a model of {_describe(saved)}, and the options ask for {_describe(wanted)}; "
-                "resume without them, or start a new run with another --out"
-            )
+    check_resumed_shape(folder, saved, overrides)
     if overrides.get("model"):
         raise ValueError("give --resume or --model, not both: a resumed run continues its own model")
     # How the processes share the model is this launch's, not the run's: --fsdp is given again or not.
     config = TrainConfig(**{**state["config"], "out": str(folder.parent), "fsdp": False, **overrides})
     trainer = Trainer(config, resume_from=folder)
-    if _sizes(trainer.model.config) != _sizes(saved):
+    if sizes(trainer.model.config) != sizes(saved):
         raise CheckpointError(f"{folder}'s weights are not the shape its {checkpoints.STATE_FILE} was saved with")
     trainer.fit()
     return trainer
-
-
-def _sizes(config: GPT2Config) -> tuple:
-    return config.n_layer, config.n_head, config.n_embd, config.vocab_size
-
-
-def _describe(config: GPT2Config) -> str:
-    return f"{config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, {config.vocab_size} tokens"
-
-
-def _set_dropout(model: GPT2, p: float) -> None:
-    """Every dropout of the model at p, and its config saying so (config.json carries it to the checkpoint)."""
-    model.config = replace(model.config, embd_pdrop=p, attn_pdrop=p, resid_pdrop=p)  # also checks 0 <= p < 1
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = p
-
-
-def _own_weights(model: GPT2) -> None:
-    """Loaded fp32 weights can be views of the checkpoint file's mapping (the projections transposed views):
-    training gets contiguous copies of its own."""
-    state = {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
-    model.load_state_dict(state, assign=True)
-    model.tie_weights()
 
 
 def _files_hash(files: dict[str, Path]) -> str:
