@@ -117,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="under torchrun: shard the model over the processes (FSDP2), for a model one device does not hold",
     )
+    add(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model; on the CPU only if its first steps are faster compiled than eager",
+    )
+    add(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute each block's activations in the backward pass: less memory, about a third more time",
+    )
     add("--dtype", choices=AUTOCAST, help="autocast: bfloat16 (CPU, CUDA), float16 (CUDA, with a GradScaler)")
     add("--eval-every", metavar="N", type=positive_int, help="steps between val losses (and at the end)")
     add("--eval-batches", metavar="N", type=positive_int, help="the fixed val batches")

@@ -60,6 +60,7 @@ def build(c: TrainConfig, source: "Path | data.HubData", resume_from: Path | Non
         built = Built(model, tokenizer, 0, vocab, files)
     if c.dropout is not None:
         set_dropout(built.model, c.dropout)
+    built.model.gradient_checkpointing = c.gradient_checkpointing
     n_positions = built.model.config.n_positions
     built.block_size = c.block_size or n_positions
     if built.block_size > n_positions:

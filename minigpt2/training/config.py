@@ -47,6 +47,8 @@ class TrainConfig:
     # (training/lora.py; left out: r 8, alpha 2r, targets c_attn, dropout 0; "": all four); None: every weight
     lora: str | None = None
     device: str = "cpu"
+    compile: bool = False  # torch.compile the model: on CUDA; on the CPU where its first steps time it faster
+    gradient_checkpointing: bool = False  # each block's activations recomputed in backward: less memory, more time
     fsdp: bool = False  # under torchrun: the model sharded over the processes (FSDP2), not a copy in each
     dtype: str = "float32"  # autocast: float32 (none), bfloat16 (CPU, CUDA), float16 (CUDA, with a GradScaler)
     eval_every: int = 250  # steps; and at the last

@@ -25,6 +25,7 @@ from ..model import GPT2Config
 from ..scoring import score
 from . import checkpoints, data, distributed, track
 from .build import build, check_resumed_shape, sizes
+from .compiling import StepModule
 from .config import AUTOCAST, TrainConfig, default_lr
 from .optim import Schedule, adamw, clip, micro_steps
 from .progress import Progress, plot_log
@@ -52,7 +53,7 @@ class Trainer:
         self.probes = track.probes(c, self.tokenizer, self.model.config, self.block_size)
         self.schedule = Schedule(c.lr, c.min_lr, c.warmup, c.steps, c.schedule)
         self.micro = micro_steps(c.tokens_per_step, c.batch_size, self.block_size)
-        self.parallel = distributed.wrap(self.model, self.device, c.fsdp)  # what train_step runs
+        parallel = distributed.wrap(self.model, self.device, c.fsdp)
         if distributed.size() > 1:  # each rank its own dropout masks; the init was the same on every rank
             torch.manual_seed(c.seed + distributed.rank())
         self.optimizer = adamw(self.model, lr=c.lr, weight_decay=c.weight_decay, betas=(c.beta1, c.beta2))
@@ -65,6 +66,8 @@ class Trainer:
             raise ValueError("--fsdp trains in float32 or bfloat16: a GradScaler would check each rank's shard alone")
         self.scaler = torch.amp.GradScaler("cuda") if self.amp is torch.float16 else None
         self.step, self.history = 0, []
+        # What train_step runs: the wrapped model, or its compiled self (a resume keeps the run's choice).
+        self.step_module = StepModule(parallel, self.device, c.compile, state.get("compiled") if state else None)
         if state:
             self._restore(state)
         self.log_path = Path(c.log) if c.log else self.out / "log.jsonl"
@@ -164,10 +167,10 @@ class Trainer:
             tokens += x.numel()  # the whole batch's, over every rank
             x, y, weight = distributed.share(x, y)
             x, y = x.to(self.device), y.to(self.device)
-            with distributed.gradient_sync(self.parallel, last=i == self.micro - 1):
+            with distributed.gradient_sync(self.step_module.eager, last=i == self.micro - 1):
                 with self._autocast():
                     # The mean over the step's micro-batches (and over the ranks: share()'s weight).
-                    micro_loss = self.parallel(x, labels=y).loss * weight / self.micro
+                    micro_loss = self.step_module(x, labels=y).loss * weight / self.micro
                 (self.scaler.scale(micro_loss) if self.scaler else micro_loss).backward()
             loss += micro_loss.detach()
         loss = distributed.mean(loss.item())  # the whole batch's
@@ -187,7 +190,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         seconds = time.perf_counter() - started
-        return {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens / seconds}
+        row = {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens / seconds}
+        return row | self.step_module.timed(seconds)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
@@ -235,6 +239,7 @@ class Trainer:
             "data": self.batches.state_dict(),
             "data_key": self.data_key,
             "scaler": self.scaler.state_dict() if self.scaler else {},
+            "compiled": self.step_module.chosen,  # --compile's choice, or None before it is made
         }
         weights = distributed.full_weights(model)  # every rank takes part in gathering FSDP2's shards
         write_tokenizer = (

@@ -70,6 +70,8 @@ class Progress:
         print(("\r" if tty else "") + line + ("\033[K" if tty else ""), end=end, file=sys.stderr)
         if "sample" in row:
             print(row["sample"], file=sys.stderr)
+        if "note" in row:  # a line of its own: what the run decided at this step (--compile's choice)
+            print(row["note"], file=sys.stderr)
 
 
 def read_log(path: Path) -> list[dict]:

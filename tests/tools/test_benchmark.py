@@ -43,7 +43,12 @@ def test_benchmark_smoke(tiny_checkpoint, tmp_path):
     assert set(figures["decode"]) == {"float32", "bfloat16", "int8"} and figures["bandwidth_bytes_per_s"] > 0
     assert set(figures["assisted"]["acceptance"]) == {"first 1 blocks", "unrelated 2-block", "prompt lookup"}
     assert figures["weight_bytes"]["int8"] < figures["weight_bytes"]["bfloat16"] < figures["weight_bytes"]["float32"]
-    # The sections that start fresh processes (a load, a run's peak memory), with one dtype
+
+
+def test_benchmark_smoke_in_fresh_processes(tiny_checkpoint):
+    # The sections that start fresh processes (a load, a run's peak memory), with one dtype; a test of its
+    # own, so that the two halves of the smoke run side by side.
+    args = ["--model", str(tiny_checkpoint), "--rounds", "1", "--new-tokens", "4", "--prefill", "16"]
     train = ["--train-shapes", "recipe", "--train-steps", "1"]
     fresh = run_script("benchmark.py", *args, "--sections", "load,train", "--dtypes", "float32", *train)
     assert fresh.returncode == 0, fresh.stderr

@@ -41,23 +41,41 @@ def padded_batch(vocab: int, eos: int, side: str):
     return ids, mask, labels
 
 
-@pytest.mark.parametrize("side", ["right", "left"])
-def test_gradients_match_transformers(tiny_checkpoint, side):
-    model = GPT2.from_pretrained(tiny_checkpoint)  # its own copy: the shared `tiny` is never given gradients
-    reference = GPT2LMHeadModel.from_pretrained(tiny_checkpoint).eval()
+def largest_gradient_difference(model, reference, side: str) -> tuple[float, str]:
+    """backward() of the same padded batch's loss through both: the largest difference of a parameter's
+    gradient, relative to that tensor's largest gradient, and the parameter's name."""
     ids, mask, labels = padded_batch(model.config.vocab_size, model.config.eos_token_id, side)
     model(ids, attention_mask=mask, labels=labels).loss.backward()
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # transformers numbers padding too unless told
     reference(ids, attention_mask=mask, position_ids=positions, labels=labels).loss.backward()
-
     ours = {name: p.grad for name, p in model.named_parameters()}
     theirs = dict(as_minigpt2(name, p.grad) for name, p in reference.named_parameters())
     assert ours.keys() == theirs.keys()  # the tied head is wte's one gradient in both, no lm_head.weight
     assert model.lm_head.weight is model.wte.weight
     worst = {name: ((ours[name] - g).abs().max() / g.abs().max()).item() for name, g in theirs.items()}
     name = max(worst, key=worst.get)
-    print(f"{side}-padded: largest gradient difference {worst[name]:.2e} of the tensor's largest ({name})")
-    assert worst[name] < GRAD_TOLERANCE
+    return worst[name], name
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_gradients_match_transformers(tiny_checkpoint, side):
+    model = GPT2.from_pretrained(tiny_checkpoint)  # its own copy: the shared `tiny` is never given gradients
+    reference = GPT2LMHeadModel.from_pretrained(tiny_checkpoint).eval()
+    worst, name = largest_gradient_difference(model, reference, side)
+    print(f"{side}-padded: largest gradient difference {worst:.2e} of the tensor's largest ({name})")
+    assert worst < GRAD_TOLERANCE
+
+
+@pytest.mark.slow
+def test_gradients_match_transformers_at_gpt2_medium_shape(medium):
+    models = medium  # the shared pair: their gradients are cleared after, as the fixture found them
+    try:
+        worst, name = largest_gradient_difference(*models, "left")
+    finally:
+        for model in models:
+            model.zero_grad(set_to_none=True)
+    print(f"gpt2-medium shape, left-padded: largest gradient difference {worst:.2e} of the tensor's largest ({name})")
+    assert worst < GRAD_TOLERANCE
 
 
 def nanogpt_lr(step, lr, min_lr, warmup, decay_steps):
