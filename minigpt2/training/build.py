@@ -49,31 +49,31 @@ def build(c: TrainConfig, source: "Path | data.HubData", resume_from: Path | Non
         if spec:
             lora.train_adapters(model, spec, resumed=resume_from)
         vocab = data.CharVocab.load(checkpoint.folder) if c.char else None
-        built = Built(model, vocab, 0, vocab, _tokenizer_files(checkpoint), checkpoint.config, spec, adapter_config)
-        built.tokenizer = vocab or Tokenizer.from_checkpoint(checkpoint)
+        tokenizer = vocab or Tokenizer.from_checkpoint(checkpoint)
+        files, base_config = _tokenizer_files(checkpoint), checkpoint.config
     else:
         vocab = data.CharVocab.from_data(source) if c.char else None
         tokenizer_checkpoint = None if vocab else resolve(c.tokenizer)
         tokenizer = vocab or Tokenizer.from_checkpoint(tokenizer_checkpoint)
         model = GPT2(shape(c, tokenizer)).to(where)
         files = _tokenizer_files(tokenizer_checkpoint) if tokenizer_checkpoint else {}
-        built = Built(model, tokenizer, 0, vocab, files)
+        base_config = adapter_config = None
     if c.dropout is not None:
-        set_dropout(built.model, c.dropout)
-    built.model.gradient_checkpointing = c.gradient_checkpointing
-    n_positions = built.model.config.n_positions
-    built.block_size = c.block_size or n_positions
-    if built.block_size > n_positions:
+        set_dropout(model, c.dropout)
+    model.gradient_checkpointing = c.gradient_checkpointing
+    n_positions = model.config.n_positions
+    block_size = c.block_size or n_positions
+    if block_size > n_positions:
         raise ValueError(
-            f"--block-size {built.block_size} is longer than the model's context (n_positions {n_positions}); "
+            f"--block-size {block_size} is longer than the model's context (n_positions {n_positions}); "
             f"give at most {n_positions}"
         )
-    if built.tokenizer.vocab_size > built.model.config.vocab_size:
+    if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(
-            f"the tokenizer has {built.tokenizer.vocab_size} tokens, more than the model's vocabulary "
-            f"({built.model.config.vocab_size})"
+            f"the tokenizer has {tokenizer.vocab_size} tokens, more than the model's vocabulary "
+            f"({model.config.vocab_size})"
         )
-    return built
+    return Built(model, tokenizer, block_size, vocab, files, base_config, spec, adapter_config)
 
 
 def shape(c: TrainConfig, tokenizer) -> GPT2Config:
