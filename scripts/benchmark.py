@@ -53,7 +53,7 @@ from bench.sections import (  # noqa: E402
 )
 from bench.train import AUTOCAST as TRAIN_AUTOCAST  # noqa: E402
 from bench.train import SHAPES as TRAIN_SHAPES  # noqa: E402
-from bench.train import memory_figures, train_runs  # noqa: E402
+from bench.train import emulated_bf16, memory_figures, train_runs  # noqa: E402
 
 from minigpt2 import GPT2, resolve  # noqa: E402
 from minigpt2.parity.reference import reference_model  # noqa: E402
@@ -181,8 +181,13 @@ def train_figures(dtypes: list[str], args) -> dict:
             raise SystemExit(f"benchmark.py: error: --train-shapes takes {', '.join(TRAIN_SHAPES)}, got {shape!r}")
         figures[shape] = {}
         for dtype in (d for d in dtypes if d in TRAIN_AUTOCAST):
+            if emulated_bf16(shape, dtype):
+                figures[shape][dtype] = {"skipped": f"bf16 is emulated on this CPU ({cpu_summary()})"}
+                continue
+            label = f"train, {shape} shape, {dtype}"
             runs = train_runs(shape, dtype, Path(args.scratch), args.train_steps)
-            rates = median_rates(runs, args.rounds)
+            rates = median_rates(runs, args.rounds, progress=label)
+            print(f"{label}: peak memory, in fresh processes", file=sys.stderr, flush=True)
             figures[shape][dtype] = {"tokens_per_s": rates, "peak_memory": memory_figures(shape, dtype)}
     return figures
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 from huggingface_hub.utils import logging as hf_logging
 
@@ -32,7 +33,9 @@ def main(argv=None) -> int:
     args = command.build_parser().parse_args(argv)
     hf_logging.set_verbosity_error()  # the hub's retry warnings would bury the one line that explains a failure
     try:
-        status = command.run(args)
+        with warnings.catch_warnings():  # a warning is one line too, and the setting ends with the command
+            warnings.showwarning = lambda message, *_, **__: print(f"{prog}: warning: {message}", file=sys.stderr)
+            status = command.run(args)
     except BrokenPipeError:  # the reader stopped early (| head): stop quietly, as a command killed by SIGPIPE
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit flush does not fail
         return 141

@@ -26,7 +26,7 @@ from ..scoring import score
 from . import checkpoints, data, distributed, track
 from .build import build, check_resumed_shape, sizes
 from .compiling import StepModule
-from .config import AUTOCAST, TrainConfig, default_lr
+from .config import TrainConfig, autocast_dtype, default_lr
 from .optim import Schedule, adamw, clip, micro_steps
 from .progress import Progress, plot_log
 
@@ -57,13 +57,7 @@ class Trainer:
         if distributed.size() > 1:  # each rank its own dropout masks; the init was the same on every rank
             torch.manual_seed(c.seed + distributed.rank())
         self.optimizer = adamw(self.model, lr=c.lr, weight_decay=c.weight_decay, betas=(c.beta1, c.beta2))
-        self.amp = AUTOCAST.get(c.dtype, "?")
-        if self.amp == "?":
-            raise ValueError(f"unknown dtype {c.dtype!r}; choose one of {', '.join(AUTOCAST)}")
-        if self.amp is torch.float16 and self.device.type != "cuda":
-            raise ValueError("float16 training needs CUDA (for its GradScaler); on the CPU use bfloat16")
-        if self.amp is torch.float16 and c.fsdp:
-            raise ValueError("--fsdp trains in float32 or bfloat16: a GradScaler would check each rank's shard alone")
+        self.amp = autocast_dtype(c.dtype, self.device, c.fsdp)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp is torch.float16 else None
         self.step, self.history = 0, []
         # What train_step runs: the wrapped model, or its compiled self (a resume keeps the run's choice).

@@ -13,13 +13,15 @@ import torch
 from minigpt2.checkpoint import resolve
 
 
-def median_rates(runs: dict, rounds: int) -> dict:
+def median_rates(runs: dict, rounds: int, progress: str | None = None) -> dict:
     """{name: fn() -> work done} -> {name: median work per second}, timing the entries in turn each round,
-    so that a noisy machine slows them all alike."""
+    so that a noisy machine slows them all alike. With progress, a line on stderr before each round."""
     for fn in runs.values():
         fn()  # warm-up (and, for compile=True, the compiling)
     rates = {name: [] for name in runs}
-    for _ in range(rounds):
+    for i in range(rounds):
+        if progress:
+            print(f"{progress}: round {i + 1} of {rounds}", file=sys.stderr, flush=True)
         for name, fn in runs.items():
             sync()
             started = time.perf_counter()

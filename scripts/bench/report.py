@@ -150,13 +150,16 @@ def _train(r: dict) -> None:
     """tokens/s of the trainer against transformers' loop, bf16's gain over fp32, and the peak memory."""
     for shape, by_dtype in r.get("train", {}).items():
         for dtype, t in by_dtype.items():
+            if "skipped" in t:
+                print(f"train tok/s, {shape} shape, {dtype}: not timed, {t['skipped']}")
+                continue
             rates, memory = t["tokens_per_s"], t["peak_memory"]
             _row(f"train tok/s, {shape} shape, {dtype}", rates["minigpt2"], rates["transformers"])
             print(
                 f"  peak memory: minigpt2 {memory['minigpt2'] / 2**20:.0f} MiB, transformers "
                 f"{memory['transformers'] / 2**20:.0f} MiB"
             )
-        if {"float32", "bfloat16"} <= by_dtype.keys():
+        if all("tokens_per_s" in by_dtype.get(d, {}) for d in ("float32", "bfloat16")):
             gain = by_dtype["bfloat16"]["tokens_per_s"]["minigpt2"] / by_dtype["float32"]["tokens_per_s"]["minigpt2"]
             print(f"  bf16 autocast: {gain:.2f}x minigpt2's fp32 training on the {shape} shape")
 
