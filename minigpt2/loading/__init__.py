@@ -45,7 +45,8 @@ class LoadOptions:
     dtype: the weights' dtype, a torch.dtype or its name ("bfloat16"); None keeps the file's.
     quantize="int8": projections and LM head as int8 (quantize.py); opt-in, approximate.
     fast=True: fp32 projections copied to [out, in] and multiplied by oneDNN where it is faster
-        (kernels.py); slower to load, rounded unlike transformers'.
+        (kernels.py); slower to load, rounded unlike transformers'. It changes nothing with int8 or a
+        half dtype, whose products have kernels of their own.
     process: TransformerLens's weight processing (interp/processing.py): True for all four steps, or a
         Processing naming some; the logits shift by a constant per position (center_unembed).
     merge_lora=False: a LoRA adapter kept beside its base's weights instead of merged into them, each adapted
@@ -91,8 +92,11 @@ class LoadOptions:
 
 def load_model(checkpoint: Checkpoint, options: LoadOptions, model_class):
     """A model_class (GPT2) with the checkpoint's weights, loaded as the options ask."""
-    if checkpoint.adapter is not None and options.quantize is not None:
-        raise ValueError("a LoRA adapter is merged into float weights; load it without quantize=")
+    if checkpoint.adapter is not None and options.quantize is not None and not options.merge_lora:
+        raise ValueError(
+            "merge_lora=False keeps a LoRA adapter's branches beside float weights; give quantize= or "
+            "merge_lora=False, not both"
+        )
     if checkpoint.adapter is None and not options.merge_lora:
         raise ValueError(
             f"merge_lora=False keeps a LoRA adapter's branches, and {checkpoint.label} is no adapter (it has no "
@@ -108,19 +112,24 @@ def load_model(checkpoint: Checkpoint, options: LoadOptions, model_class):
         model = model_class(config)
     swaps = options.swaps
     converts = [convert for swap in swaps if (convert := swap.prepare(model, options.device)) is not None]
+    convert = converts[0] if converts else None  # int8 is the only swap that converts, and excludes the others
+    # An adapter merges into the weights as stored; int8 then quantizes the merged weights (convert_merged).
+    merge_first = checkpoint.adapter is not None and convert is not None
     state = read_weights(
         sources,
         device=options.device,
-        dtype=options.dtype,
+        dtype=None if merge_first else options.dtype,
         tied=config.tie_word_embeddings,
         copy=any(swap.copies_weights for swap in swaps),
-        convert=converts[0] if converts else None,  # int8 is the only swap that converts, and excludes the others
+        convert=None if merge_first else convert,
     )
-    against = f"the shape {sources[0].stated_by} give" if stated else f"{checkpoint.label}'s config.json"
-    _check_tensors(model, state, files[0] if len(files) == 1 else files[0].parent, against)
     adapter = read_adapter(checkpoint.adapter, state) if checkpoint.adapter is not None else None
     if adapter is not None and options.merge_lora:
         adapter.merge_into(state)
+    if merge_first:
+        state = convert_merged(state, convert, options.dtype)
+    against = f"the shape {sources[0].stated_by} give" if stated else f"{checkpoint.label}'s config.json"
+    _check_tensors(model, state, files[0] if len(files) == 1 else files[0].parent, against)
     model.load_state_dict(state, assign=True, strict=False)  # names and shapes are checked above
     model.tie_weights()
     if adapter is not None and not options.merge_lora:
@@ -159,6 +168,15 @@ def load(model_class, name_or_path, *, revision: str | None = None, base=None, c
     checkpoint = resolve_for_loading(name_or_path, revision, base, config)
     model = load_model(checkpoint, options, model_class)
     return model, Tokenizer.from_checkpoint(tokenizer_checkpoint(checkpoint, model))
+
+
+def convert_merged(state: dict, convert, dtype) -> dict:
+    """What read_weights keeps, from weights already read and merged: each tensor converted, or in dtype."""
+    kept = {}
+    for name, tensor in state.items():
+        converted = convert(name, tensor)
+        kept.update(converted if converted is not None else {name: tensor.to(dtype=dtype)})
+    return kept
 
 
 def tokenizer_checkpoint(checkpoint: Checkpoint, model) -> Checkpoint:

@@ -14,9 +14,9 @@ import json
 
 import pytest
 import torch
-from conftest import LOAD_AND_GENERATE, TINY_INIT, fill_hub_cache, run_cli, run_python
+from checkpoint_kinds import GPT2_VOCAB, LINEARS, NANOGPT_VOCAB, SHAPE, nanogpt_checkpoint, random_gpt2
+from conftest import LOAD_AND_GENERATE, fill_hub_cache, run_cli, run_python
 from test_loading import RunsCode
-from transformers import GPT2Config as HFConfig
 from transformers import GPT2LMHeadModel
 
 from minigpt2 import GPT2, CheckpointError, Tokenizer, cli, loading, parity, resolve
@@ -24,25 +24,7 @@ from minigpt2.parity.reference import reference_greedy
 
 TOLERANCE = 1e-5
 NEW_TOKENS = 20
-GPT2_VOCAB, NANOGPT_VOCAB, LLMC_PADDED = 50257, 50304, 50304
-SHAPE = dict(n_layer=2, n_head=4, n_embd=32, n_positions=128)  # the tiny checkpoint's context, for parity
-LINEARS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-
-
-def random_gpt2(activation: str, *, zero_biases: bool = False, seed: int = 0) -> GPT2LMHeadModel:
-    """transformers' GPT-2 with GPT-2's vocabulary and a wide init (logits of several units)."""
-    torch.manual_seed(seed)
-    config = HFConfig(vocab_size=GPT2_VOCAB, activation_function=activation, initializer_range=TINY_INIT, **SHAPE)
-    model = GPT2LMHeadModel(config).eval()
-    if zero_biases:  # what nanoGPT's bias=False computes, in a model that has biases
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name.endswith(".bias"):
-                    p.zero_()
-            for name, p in model.named_parameters():  # LayerNorms are not all ones either, to be seen
-                if ".ln_" in name and name.endswith(".weight"):
-                    p.normal_(1.0, 0.2)
-    return model
+LLMC_PADDED = 50304
 
 
 def compare(ours: GPT2, theirs: GPT2LMHeadModel, what: str, ids=None, tolerance=TOLERANCE) -> torch.Tensor:
@@ -99,27 +81,6 @@ def test_a_mismatched_shape_names_the_tensor_and_both_shapes(tiny_checkpoint, re
 
 
 # ---- nanoGPT ----
-
-
-def nanogpt_checkpoint(model: GPT2LMHeadModel, path, *, bias: bool = True):
-    """model's weights as nanoGPT's train.py saves them: torch.compile's "_orig_mod." prefix, nn.Linear's
-    [out, in], wte padded to 50304 with rows of their own and tied to lm_head, model_args, the optimizer."""
-    torch.manual_seed(1)
-    c = model.config
-    state = {}
-    for name, t in model.state_dict().items():
-        if name == "lm_head.weight" or (not bias and name.endswith(".bias")):
-            continue
-        state["_orig_mod." + name] = t.t().contiguous() if name.endswith(LINEARS) else t.clone()
-    wte = state["_orig_mod.transformer.wte.weight"]
-    wte = torch.cat([wte, torch.randn(NANOGPT_VOCAB - GPT2_VOCAB, c.n_embd) * TINY_INIT])
-    state["_orig_mod.transformer.wte.weight"] = state["_orig_mod.lm_head.weight"] = wte  # one tensor, tied
-    model_args = dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.n_positions, bias=bias,
-                      vocab_size=NANOGPT_VOCAB, dropout=0.0)  # fmt: skip
-    optimizer = torch.optim.AdamW([torch.nn.Parameter(wte)]).state_dict()
-    torch.save(dict(model=state, optimizer=optimizer, model_args=model_args, iter_num=5000,
-                    best_val_loss=torch.tensor(2.85), config={"dataset": "openwebtext", "compile": True}), path)  # fmt: skip
-    return path, wte[GPT2_VOCAB:]
 
 
 @pytest.fixture(scope="module")

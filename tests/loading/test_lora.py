@@ -10,9 +10,9 @@ import shutil
 
 import pytest
 import torch
+from checkpoint_kinds import make_adapter
 from conftest import run_cli
 from test_loading import RunsCode
-from transformers import GPT2LMHeadModel
 
 from minigpt2 import GPT2, CheckpointError, Tokenizer, parity
 from minigpt2.lora import LoRALinear
@@ -22,28 +22,6 @@ from minigpt2.testing.checkpoints import write_checkpoint
 peft = pytest.importorskip("peft")
 
 TOLERANCE = 1e-5
-TARGETS = ["c_attn", "c_proj", "c_fc"]
-
-
-def make_adapter(base_path, folder, *, r: int, fan_in_fan_out: bool, seed: int = 0):
-    """A LoRA adapter on every c_attn, c_proj and c_fc, its factors random (not PEFT's zero B), saved by peft;
-    returns (folder, the PeftModel)."""
-    torch.manual_seed(seed)
-    base = GPT2LMHeadModel.from_pretrained(base_path).eval()
-    config = peft.LoraConfig(r=r, lora_alpha=2 * r + 3, target_modules=TARGETS, fan_in_fan_out=fan_in_fan_out,
-                             init_lora_weights=False, lora_dropout=0.0)  # fmt: skip
-    with pytest.warns(UserWarning, match="fan_in_fan_out") if not fan_in_fan_out else _nothing():
-        model = peft.get_peft_model(base, config).eval()  # peft sets fan_in_fan_out=True for Conv1D itself
-    model.save_pretrained(folder)
-    return folder, model
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +123,22 @@ def test_what_the_merge_does_not_compute_is_refused(adapters, tmp_path):
     (folder / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
     with pytest.raises(CheckpointError, match="sets use_dora, which minigpt2's merge does not compute"):
         GPT2.from_pretrained(folder)
-    with pytest.raises(ValueError, match="without quantize="):
-        GPT2.from_pretrained(adapters[4, True][0], quantize="int8")
+    with pytest.raises(ValueError, match="give quantize= or merge_lora=False, not both"):
+        GPT2.from_pretrained(adapters[4, True][0], quantize="int8", merge_lora=False)
+
+
+def test_int8_quantizes_the_merged_weights(adapters):
+    """quantize="int8" on an adapter: the adapter merges into the base's weights as stored, then int8
+    quantizes the merged weights, as it quantizes any checkpoint's."""
+    folder, peft_model = adapters[4, True]
+    merged = GPT2.from_pretrained(folder)
+    int8 = GPT2.from_pretrained(folder, quantize="int8")
+    with torch.no_grad():
+        exact, approx = merged(IDS), int8(IDS)
+        from_peft = peft_model(IDS).logits
+    relative = ((approx - exact).abs().max() / (exact.max() - exact.min())).item()
+    print(f"\nint8 over a merged adapter: {relative:.2e} of the logit range from the merged fp32 model")
+    assert (exact - from_peft).abs().max() <= TOLERANCE and relative <= 2e-2
 
 
 def test_the_loop_script_and_the_parity_report_take_an_adapter(adapters, tiny_checkpoint, monkeypatch):

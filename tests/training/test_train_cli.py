@@ -94,7 +94,9 @@ def test_bf16_on_a_cpu_that_emulates_it_warns_in_one_line(tmp_path, monkeypatch,
     monkeypatch.setattr(minigpt2.training.config, "native_bf16", lambda: native)
     text = tmp_path / "text.txt"
     text.write_text("the cat sat on the mat. " * 40)
-    result = run_cli("train", str(text), "--out", str(tmp_path / "out"), "--steps", "1", "--dtype", "bfloat16", *TINY_RUN)
+    result = run_cli(
+        "train", str(text), "--out", str(tmp_path / "out"), "--steps", "1", "--dtype", "bfloat16", *TINY_RUN
+    )
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
     print(warnings)
