@@ -10,8 +10,8 @@ llama.cpp's own converter leaves them.
 
 from __future__ import annotations
 
-from .checkpoint import Checkpoint, resolve
-from .loading import LoadOptions, load_model
+from .checkpoint import Checkpoint
+from .loading import LoadOptions, load_model, resolve_for_loading, tokenizer_checkpoint
 from .model import GPT2
 from .tokenizer import gpt2_byte_level
 from .tokenizer.files import read_tokenizer_files
@@ -22,9 +22,12 @@ NORMAL, CONTROL, UNUSED = 1, 3, 5  # llama.cpp's token types
 NATIVE_ACTIVATION = "gelu_new"  # llama.cpp's GPT-2 graph computes tanh-approximated GELU, as GPT-2 does
 
 
-def export_gguf(model: GPT2, path, tokens: list[str], merges: list[str], *, file_type="f32", special=(), name=""):
+def export_gguf(
+    model: GPT2, path, tokens: list[str], merges: list[str], *, file_type="f32", special=(), name="", on_tensor=None
+):
     """Write model as GGUF. tokens: the vocabulary in id order (byte-level strings, as vocab.json);
-    merges: "a b" lines, as merges.txt; special: the ids of control tokens (GPT-2: <|endoftext|>)."""
+    merges: "a b" lines, as merges.txt; special: the ids of control tokens (GPT-2: <|endoftext|>);
+    on_tensor(done, total): after each tensor is converted, for progress."""
     gguf = _gguf()
     config = model.config
     _check_exportable(config, file_type)
@@ -58,12 +61,15 @@ def export_gguf(model: GPT2, path, tokens: list[str], merges: list[str], *, file
         writer.add_bos_token_id(config.eos_token_id)  # GPT-2 starts texts with its one special token
         writer.add_eos_token_id(config.eos_token_id)
     writer.add_add_bos_token(False)
-    for gguf_name, tensor in _tensors(model):
+    tensors = list(_tensors(model))
+    for done, (gguf_name, tensor) in enumerate(tensors, 1):
         data = tensor.detach().float().cpu().contiguous().numpy()
         kind = quant if data.ndim == 2 and gguf_name != "position_embd.weight" else gguf.GGMLQuantizationType.F32
         if kind != gguf.GGMLQuantizationType.F32:
             data = gguf.quants.quantize(data, kind)
         writer.add_tensor(gguf_name, data, raw_dtype=kind)
+        if on_tensor:
+            on_tensor(done, len(tensors))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -142,17 +148,22 @@ def _gguf():
     return gguf
 
 
-def export_checkpoint(name_or_path: str, path, file_type: str = "f32", revision: str | None = None) -> int:
-    """Read a checkpoint (as from_pretrained does) and write it as GGUF; returns the file's size in bytes."""
+def export_checkpoint(
+    name_or_path: str, path, file_type: str = "f32", revision: str | None = None, base=None, on_tensor=None
+) -> int:
+    """Read a checkpoint (as from_pretrained does, base= for a weights file or an adapter) and write it as
+    GGUF; returns the file's size in bytes. on_tensor(written, total): after each tensor, for progress."""
     _gguf()  # all of this before anything is loaded
     check_writable(path)
     _check_type(file_type)
-    checkpoint = resolve(name_or_path, revision)
-    tokens, merges, special = vocabulary(checkpoint)
+    checkpoint = resolve_for_loading(name_or_path, revision, base, None)
     model = load_model(checkpoint, LoadOptions(), GPT2)
+    tokens, merges, special = vocabulary(tokenizer_checkpoint(checkpoint, model))
     name = str(name_or_path)
 
     def write(partial):
-        export_gguf(model, partial, tokens, merges, file_type=file_type, special=special, name=name)
+        export_gguf(
+            model, partial, tokens, merges, file_type=file_type, special=special, name=name, on_tensor=on_tensor
+        )
 
     return write_atomically(path, write)

@@ -72,7 +72,8 @@ class CausalSelfAttention(nn.Module):
             )
         z = hook(p + "hook_z", y.transpose(1, 2))  # [B, T, H, D]: each head's output
         if hook.wants(p + "hook_result"):  # each head's share of the output, written out only when asked for
-            W_O = self.c_proj.weight.view(C, H, D)  # [C, H, D]: the slice of c_proj that reads each head
+            # [C, H, D]: the slice of c_proj that reads each head (int8's weight reads back in fp32)
+            W_O = self.c_proj.weight.view(C, H, D).to(z.dtype)
             result = hook(p + "hook_result", torch.einsum("bthd,chd->bthc", z, W_O))  # [B, T, H, C]
             out = result.sum(dim=2) + self.c_proj.bias
             if isinstance(self.c_proj, LoRALinear):  # an adapter's share is no one head's: added whole
@@ -256,8 +257,9 @@ class GPT2(PretrainedMixin, GenerationMixin, InterpretabilityMixin, ScoringMixin
 
     @property
     def unembedding(self) -> torch.Tensor:
-        """The LM head's weight [V, C]: the token embedding, unless the config unties the two."""
-        return self.lm_head.weight
+        """The LM head's weight [V, C]: the token embedding, unless the config unties the two; in the
+        model's dtype (int8's weight reads back in fp32)."""
+        return self.lm_head.weight.to(self.wte.weight.dtype)
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         """Logits from the final normalised stream."""

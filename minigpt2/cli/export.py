@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..gguf import TYPES, export_checkpoint
-from .options import Parser, status
+from .options import Parser, add_base_option, counter, status
 
 EXAMPLES = """examples:
   minigpt2 export gpt2-medium --gguf gpt2-medium-q8_0.gguf --type q8_0
@@ -31,10 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the 2-D weights' type; q8_0 is llama.cpp's 8-bit blocks (default: f32, exact)",
     )
     p.add_argument("--revision", metavar="REV", help="hub branch, tag or commit to load (default: main)")
+    add_base_option(p)
     return p
 
 
 def run(args: argparse.Namespace) -> None:
     status(f"loading {args.model} and writing {args.gguf} ...")
-    size = export_checkpoint(args.model, args.gguf, args.type, revision=args.revision)
+    progress = counter("converted", "tensors")
+    size = export_checkpoint(
+        args.model, args.gguf, args.type, revision=args.revision, base=args.base, on_tensor=progress
+    )
     print(f"wrote {args.gguf}: {args.type}, {size / 1e6:.1f} MB")

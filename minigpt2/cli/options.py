@@ -109,6 +109,13 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
 def add_source_options(p: argparse.ArgumentParser) -> None:
     """--revision, --base, --device and --dtype: what every command that loads a model takes."""
     p.add_argument("--revision", metavar="REV", help="hub branch, tag or commit to load (default: main)")
+    add_base_option(p)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' dtype (default: float32)")
+
+
+def add_base_option(p: argparse.ArgumentParser) -> None:
+    """--base: the checkpoint a weights file or an adapter borrows from (export takes it alone)."""
     p.add_argument(
         "--base",
         "--config",  # its name before --base; in transformers, config= is a config object
@@ -117,8 +124,6 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
         help="the base checkpoint whose config.json and tokenizer a weights file borrows, or that a LoRA adapter "
         "adapts (default: the adapter's base_model_name_or_path; for nanoGPT and llm.c, GPT-2's tokenizer)",
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' dtype (default: float32)")
 
 
 def add_generation_options(p: argparse.ArgumentParser) -> None:

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
+import math
+import subprocess
 
 import pytest
 import torch
 from checkpoint_kinds import make_adapter, nanogpt_checkpoint, random_gpt2
-from conftest import TINY_INIT
+from conftest import TINY_INIT, read_page, run_cli
 
-from minigpt2 import GPT2, CheckpointError, load
-from minigpt2.testing.checkpoints import write_checkpoint
+from minigpt2 import GPT2, CheckpointError, load, parity
+from minigpt2.scoring import loglikelihood, multiple_choice, perplexity
+from minigpt2.testing.checkpoints import SAMPLE_TEXTS, write_checkpoint
 
 KINDS = ("official", "save_pretrained", "pth", "nanogpt", "lora")
 MODES = {
@@ -101,3 +105,185 @@ def print_table(header, rows) -> None:
     print()
     for row in [header, *rows]:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+# ---- the commands ----
+
+CACHE = {"cache": (True, False)}
+TYPES = {"type": ("f32", "f16", "bf16", "q8_0")}
+COMMAND_FACTORS = {  # what each command takes, beside the checkpoint kind
+    "generate": {**MODES, **CACHE},
+    "explore": MODES,
+    "perplexity": MODES,
+    "multiple-choice": MODES,
+    "lm_eval": MODES,
+    "parity": {"dtype": MODES["dtype"]},
+    "export": TYPES,
+}
+PROMPT, NEW_TOKENS = "Once upon a time", 6
+CHOICES = [
+    {"context": "Once upon a time", "endings": ["there was a cat", "the end", "and then"], "label": 0},
+    {"context": "The cat sat", "endings": ["on the mat", "down", "quietly on the floor"], "label": 1},
+]
+
+
+def all_pairs(factors: dict[str, tuple]) -> list[dict]:
+    """Cases that between them hold every value of each factor beside every value of each other factor
+    (greedy: each case the one of the whole product that covers the most pairs not yet covered)."""
+    names = list(factors)
+    product = [dict(zip(names, values)) for values in itertools.product(*factors.values())]
+
+    def pairs(case):
+        return {((a, case[a]), (b, case[b])) for a, b in itertools.combinations(names, 2)}
+
+    uncovered = set().union(*map(pairs, product))
+    cases = []
+    while uncovered:
+        best = max(product, key=lambda case: len(pairs(case) & uncovered))
+        cases.append(best)
+        uncovered -= pairs(best)
+    return cases
+
+
+def test_all_pairs_covers_every_pair_with_fewer_cases_than_the_product():
+    factors = {"kind": KINDS, **MODES, **CACHE}
+    cases = all_pairs(factors)
+    for (a, xs), (b, ys) in itertools.combinations(factors.items(), 2):
+        assert {(x, y) for x in xs for y in ys} <= {(c[a], c[b]) for c in cases}
+    assert len(cases) < len(list(itertools.product(*factors.values()))) / 4
+
+
+@pytest.fixture(scope="module")
+def api(kinds):
+    """(kind, dtype, quantize, fast) -> (model, tokenizer) from minigpt2.load, each loaded once."""
+    loaded = {}
+
+    def get(kind, dtype="float32", quantize=None, fast=False):
+        key = kind, dtype, quantize, fast
+        if key not in loaded:
+            path, base = kinds[kind]
+            loaded[key] = load(path, base=base, dtype=dtype, quantize=quantize, fast=fast)
+        return loaded[key]
+
+    return get
+
+
+def mode_flags(case: dict) -> list[str]:
+    flags = ["--dtype", case["dtype"]] if "dtype" in case else []
+    flags += ["--quantize", case["quantize"]] if case.get("quantize") else []
+    flags += ["--fast"] if case.get("fast") else []
+    return flags + (["--no-cache"] if case.get("cache") is False else [])
+
+
+def model_flags(kinds, kind) -> list[str]:
+    path, base = kinds[kind]
+    return ["--model", str(path)] + (["--base", str(base)] if base else [])
+
+
+def run_generate(case, kinds, api, tmp_path):
+    result = run_cli(PROMPT, *model_flags(kinds, case["kind"]), "--max-new-tokens", str(NEW_TOKENS), *mode_flags(case))
+    model, tokenizer = api(case["kind"], case["dtype"], case["quantize"], case["fast"])
+    ids = torch.tensor([tokenizer.encode(PROMPT)])
+    expected = tokenizer.decode(model.generate(ids, max_new_tokens=NEW_TOKENS, use_cache=case["cache"])[0].tolist())
+    return result, lambda: expected in result.stdout, "the API's tokens"
+
+
+def run_explore(case, kinds, api, tmp_path):
+    page = tmp_path / "page.html"
+    args = ("explore", PROMPT, *model_flags(kinds, case["kind"]), "--max-new-tokens", "4", "-o", str(page))
+    result = run_cli(*args, *mode_flags(case))
+    model, tokenizer = api(case["kind"], case["dtype"], case["quantize"], case["fast"])
+    expected = model.generate(torch.tensor([tokenizer.encode(PROMPT)]), max_new_tokens=4)[0].tolist()
+    return result, lambda: read_page(page.read_text())["tokens"] == expected, "the API's tokens"
+
+
+def run_perplexity(case, kinds, api, tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(SAMPLE_TEXTS[:4]))
+    args = ("perplexity", str(text), *model_flags(kinds, case["kind"]), "--stride", "64", "--json", "-")
+    result = run_cli(*args, *mode_flags(case))
+    model, tokenizer = api(case["kind"], case["dtype"], case["quantize"], case["fast"])
+    expected = perplexity(model, tokenizer.encode(text.read_text()), stride=64).perplexity
+    return result, lambda: math.isclose(json.loads(result.stdout)["perplexity"], expected, rel_tol=1e-9), "the API's"
+
+
+def run_choice(case, kinds, api, tmp_path):
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps(q) + "\n" for q in CHOICES))
+    args = ("multiple-choice", str(questions), *model_flags(kinds, case["kind"]), "--json", "-")
+    result = run_cli(*args, *mode_flags(case))
+    model, tokenizer = api(case["kind"], case["dtype"], case["quantize"], case["fast"])
+    expected = multiple_choice(model, tokenizer, CHOICES).sum_losses
+    return result, lambda: json.loads(result.stdout)["sum_losses"] == expected, "the API's losses"
+
+
+def run_lm_eval(case, kinds, api, tmp_path):
+    from lm_eval.api.instance import Instance
+
+    from minigpt2.lm_eval import MiniGPT2LM
+
+    path, base = kinds[case["kind"]]
+    options = dict(dtype=case["dtype"], quantize=case["quantize"], fast=case["fast"])
+    requests = [Instance("loglikelihood", {}, (q["context"], " " + q["endings"][0]), 0) for q in CHOICES]
+    try:
+        got = MiniGPT2LM(str(path), base=str(base) if base else None, device="cpu", **options).loglikelihood(
+            requests, disable_tqdm=True
+        )
+        result = subprocess.CompletedProcess("lm_eval", 0, "", "")
+    except (ValueError, CheckpointError) as refused:
+        return subprocess.CompletedProcess("lm_eval", 1, "", f"{refused}\n"), None, ""
+    model, tokenizer = api(case["kind"], **options)
+    pairs = [(tokenizer.encode(q["context"]), tokenizer.encode(" " + q["endings"][0])) for q in CHOICES]
+    expected = loglikelihood(model, pairs, batch_size=1)  # lm-eval's batch: int8's products round by rows
+    return result, lambda: got == expected, "the API's log-likelihoods"
+
+
+def run_parity(case, kinds, api, tmp_path):
+    result = run_cli("parity", *model_flags(kinds, case["kind"])[1:], "--dtype", case["dtype"], "--json", "-")
+    return result, lambda: json.loads(result.stdout)["passed"], "transformers' figures"
+
+
+def run_export(case, kinds, api, tmp_path):
+    pytest.importorskip("gguf", reason="needs the gguf package (the test and export extras)")
+    from gguf import GGUFReader
+
+    from minigpt2.gguf import _tensors as gguf_tensors
+
+    out = tmp_path / "model.gguf"
+    result = run_cli("export", *model_flags(kinds, case["kind"])[1:], "--gguf", str(out), "--type", case["type"])
+    model, _ = api(case["kind"])
+    names = {name for name, _ in gguf_tensors(model)}
+    return result, lambda: {t.name for t in GGUFReader(out).tensors} == names, "every tensor"
+
+
+RUNNERS = {
+    "generate": run_generate,
+    "explore": run_explore,
+    "perplexity": run_perplexity,
+    "multiple-choice": run_choice,
+    "lm_eval": run_lm_eval,
+    "parity": run_parity,
+    "export": run_export,
+}
+
+
+@pytest.mark.parametrize("command", list(RUNNERS))
+def test_every_command_over_every_pair_of_options(command, kinds, api, tmp_path, monkeypatch):
+    """Each case exits 0 with what the Python API gives in that mode (whose distance from fp32 the first
+    test bounds), or fails in one line on stderr, without a traceback."""
+    if command == "lm_eval":
+        pytest.importorskip("lm_eval", reason='lm-eval is not installed (pip install "minigpt2[eval]")')
+    monkeypatch.setattr(parity, "GREEDY_TOKENS", 3)  # transformers generate()s slowly; the parity tests check 100
+    rows = []
+    for n, case in enumerate(all_pairs({"kind": tuple(kinds), **COMMAND_FACTORS[command]})):
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        result, check, what = RUNNERS[command](case, kinds, api, folder)
+        lines = result.stderr.strip().splitlines()
+        if result.returncode == 0:
+            rows.append((*case.values(), f"works: the same as {what}"))
+            assert check(), (case, result.stdout[-500:])
+        else:
+            rows.append((*case.values(), f"refused: {result.stderr.strip()}"))
+            assert len(lines) == 1 and "Traceback" not in result.stderr, (case, result.stderr)
+    print_table(("kind", *COMMAND_FACTORS[command], command), rows)
