@@ -32,6 +32,14 @@ class GPT2Config:
     resid_pdrop: float = 0.0
 
     def __post_init__(self):
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner"):
+            value = getattr(self, name)
+            if not (name == "n_inner" and value is None) and (type(value) is not int or value < 1):
+                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if not (isinstance(self.layer_norm_epsilon, float) and 0 < self.layer_norm_epsilon < 1):
+            raise ValueError(f"layer_norm_epsilon must be a number in (0, 1), got {self.layer_norm_epsilon!r}")
+        if self.eos_token_id is not None and (type(self.eos_token_id) is not int or self.eos_token_id < 0):
+            raise ValueError(f"eos_token_id must be a token id or None, got {self.eos_token_id!r}")
         for name in ("embd_pdrop", "attn_pdrop", "resid_pdrop"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -30,7 +30,7 @@ from .config_file import read_config
 from .formats import GPT2_EOS
 from .lora import read_adapter
 from .swaps import SCHEMES, ModuleSwap, swaps_for
-from .weights import read_sources, read_weights
+from .weights import read_sources, read_weights, stored_blocks
 
 GPT2_VOCAB = GPT2_EOS + 1
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -108,8 +108,15 @@ def load_model(checkpoint: Checkpoint, options: LoadOptions, model_class):
     sources = read_sources(files)
     stated = getattr(sources[0], "config", None)  # nanoGPT's and llm.c's files state their own shape
     config = stated or config or read_config(checkpoint)
-    with torch.device("meta"):
-        model = model_class(config)
+    where = files[0] if len(files) == 1 else files[0].parent
+    against = f"the shape {sources[0].stated_by} give" if stated else f"{checkpoint.label}'s config.json"
+    if (blocks := stored_blocks(sources)) != config.n_layer:  # before a model of n_layer blocks is built
+        raise CheckpointError(f"{where} holds {blocks} blocks, and {against} says n_layer {config.n_layer}")
+    try:
+        with torch.device("meta"):
+            model = model_class(config)
+    except (RuntimeError, OverflowError) as e:  # a shape too large to describe (an edited config.json)
+        raise CheckpointError(f"{against} asks for a model torch cannot build: {first_line(e)}") from None
     swaps = options.swaps
     converts = [convert for swap in swaps if (convert := swap.prepare(model, options.device)) is not None]
     convert = converts[0] if converts else None  # int8 is the only swap that converts, and excludes the others
@@ -128,8 +135,7 @@ def load_model(checkpoint: Checkpoint, options: LoadOptions, model_class):
         adapter.merge_into(state)
     if merge_first:
         state = convert_merged(state, convert, options.dtype)
-    against = f"the shape {sources[0].stated_by} give" if stated else f"{checkpoint.label}'s config.json"
-    _check_tensors(model, state, files[0] if len(files) == 1 else files[0].parent, against)
+    _check_tensors(model, state, where, against)
     model.load_state_dict(state, assign=True, strict=False)  # names and shapes are checked above
     model.tie_weights()
     if adapter is not None and not options.merge_lora:

@@ -25,16 +25,16 @@ def read_config(checkpoint: Checkpoint) -> GPT2Config:
             "minigpt2 runs GPT-2 language models only"
         )
     activation = raw.get("activation_function", "gelu_new")
-    if activation not in NONLINEARITIES:
+    if not isinstance(activation, str) or activation not in NONLINEARITIES:
         why = "has learned parameters that GPT-2's MLP has no place for" if activation in LEARNED else "is unknown"
         raise CheckpointError(f"{path} asks for activation_function={activation!r}, which {why}")
     try:
         return GPT2Config(
-            vocab_size=int(raw["vocab_size"]),
-            n_positions=int(raw["n_positions"]),
-            n_embd=int(raw["n_embd"]),
-            n_layer=int(raw["n_layer"]),
-            n_head=int(raw["n_head"]),
+            vocab_size=raw["vocab_size"],
+            n_positions=raw["n_positions"],
+            n_embd=raw["n_embd"],
+            n_layer=raw["n_layer"],
+            n_head=raw["n_head"],
             n_inner=raw.get("n_inner"),
             layer_norm_epsilon=float(raw.get("layer_norm_epsilon", 1e-5)),
             activation_function=activation,

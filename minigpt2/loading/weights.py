@@ -22,6 +22,7 @@ from .formats import FileWeights, read_file
 
 PROJECTIONS = ("c_attn.weight", "c_proj.weight", "c_fc.weight")  # stored [in, out] by the files
 _BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")  # causal-mask buffers, not weights
+_BLOCK = re.compile(r"(?:^|\.)h\.(\d+)\.")  # a transformer block's tensor: h.{i}. or transformer.h.{i}.
 _SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
 # What the reader does with each tensor once it is read (int8 quantizes it): name, tensor -> {name: tensor}
@@ -106,6 +107,25 @@ def _read_tensors(
         for name in names:
             with safe_open(path, framework="pt") as f:  # unmapped again once the caller has converted the tensor
                 yield name, f.get_tensor(name)
+    except (SafetensorError, OSError) as e:
+        raise _unreadable_safetensors(path, e) from None
+
+
+def stored_blocks(sources: list[Path | FileWeights]) -> int:
+    """How many transformer blocks the files hold: one more than the highest h.{i} of their tensors' names
+    (read from the headers alone, so that a config is checked before its model is built)."""
+    highest = -1
+    for source in sources:
+        for name in source.tensors if isinstance(source, FileWeights) else _safetensors_names(source):
+            if block := _BLOCK.search(name):
+                highest = max(highest, int(block.group(1)))
+    return highest + 1
+
+
+def _safetensors_names(path: Path) -> list[str]:
+    try:
+        with safe_open(path, framework="pt") as f:
+            return list(f.keys())
     except (SafetensorError, OSError) as e:
         raise _unreadable_safetensors(path, e) from None
 

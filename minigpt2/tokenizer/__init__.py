@@ -12,9 +12,17 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import Checkpoint, CheckpointError, resolve
+from ..checkpoint import Checkpoint, CheckpointError, first_line, resolve
 from .byte_level import ByteLevelBPE
-from .files import GPT2_DEFAULTS, ROLES, AddedToken, TokenizerFiles, read_tokenizer_files, read_vocab_and_merges
+from .files import (
+    GPT2_DEFAULTS,
+    ROLES,
+    AddedToken,
+    TokenizerFiles,
+    check_vocab,
+    read_tokenizer_files,
+    read_vocab_and_merges,
+)
 from .hf_tokenizers import TokenizersLibrary
 
 __all__ = ["Tokenizer", "AddedToken"]
@@ -39,7 +47,20 @@ class Tokenizer:
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint) -> Tokenizer:
         """The tokenizer of a resolved checkpoint (minigpt2.checkpoint.resolve)."""
-        return cls.from_tokenizer_files(read_tokenizer_files(checkpoint))
+        try:
+            return cls.from_tokenizer_files(read_tokenizer_files(checkpoint))
+        except CheckpointError:
+            raise
+        except BaseException as e:
+            # Files that parse (JSON, lines) but do not hold a tokenizer, a damaged or hand-edited file, fail
+            # in Python, or as a panic of the Rust library that builds it (pyo3's PanicException)
+            parsing = (TypeError, KeyError, AttributeError, IndexError, OverflowError, ValueError)
+            if not isinstance(e, parsing) and type(e).__name__ != "PanicException":
+                raise
+            raise CheckpointError(
+                f"{checkpoint.source}'s tokenizer files are damaged or not a tokenizer "
+                f"({type(e).__name__}: {first_line(e)}); save the tokenizer again with transformers"
+            ) from None
 
     @classmethod
     def from_files(cls, vocab_path: Path, merges_path: Path) -> Tokenizer:
@@ -54,6 +75,8 @@ class Tokenizer:
             vocab, merges = files.vocab, files.merges
         else:
             vocab, merges = gpt2_byte_level(files.tokenizer_json) or (None, None)
+            if vocab is not None:
+                check_vocab(vocab, files.tokenizer_json_path)
         if vocab is not None:
             # Named special tokens are matched in text too (transformers registers them as added tokens).
             added = files.added + [

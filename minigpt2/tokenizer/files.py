@@ -101,7 +101,15 @@ def read_vocab_and_merges(vocab_path: Path, merges_path: Path) -> tuple[dict[str
     merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
     if not isinstance(vocab, dict) or any(len(pair) != 2 for pair in merges):
         raise CheckpointError(f"{vocab_path} and {merges_path} are not a GPT-2 vocabulary and merges list")
+    check_vocab(vocab, vocab_path)
     return vocab, merges
+
+
+def check_vocab(vocab: dict, where) -> None:
+    """A vocabulary maps each token to an id of its own (the BPE engine would panic on a shared one)."""
+    ids = list(vocab.values())
+    if not all(type(i) is int and 0 <= i < 2**31 for i in ids) or len(set(ids)) != len(ids):
+        raise CheckpointError(f"{where} must map each token to an id of its own (a whole number, 0 or more)")
 
 
 def _refuse_other_kinds(checkpoint: Checkpoint) -> None:
