@@ -276,8 +276,8 @@ def test_gpt2_medium_shape_loss_and_guide_perplexity(medium):
             reference(ids, labels=labels, attention_mask=mask).loss,
         )
     long = torch.randint(0, model.config.vocab_size - 1, (1024,), generator=generator).tolist()
-    ours_nll, ours_tokens = guide_perplexity(model, long, 1024, 512)
-    ref_nll, ref_tokens = guide_perplexity(reference, long, 1024, 512)
+    ours_nll, ours_tokens = guide_perplexity(model, long, 1024, 1024)  # one window, the whole context
+    ref_nll, ref_tokens = guide_perplexity(reference, long, 1024, 1024)
     relative = abs(ours_nll - ref_nll) / ref_nll
     print(
         f"gpt2-medium shape: loss diff {abs(ours - theirs).item():.2e}; guide loop, a 1024-token window: NLL sum "
