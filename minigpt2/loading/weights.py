@@ -102,9 +102,7 @@ def _read_tensors(
                 for name in f.keys():
                     yield name, f.get_tensor(name)
             return
-        with safe_open(path, framework="pt") as f:
-            names = list(f.keys())
-        for name in names:
+        for name in _safetensors_names(path):
             with safe_open(path, framework="pt") as f:  # unmapped again once the caller has converted the tensor
                 yield name, f.get_tensor(name)
     except (SafetensorError, OSError) as e:

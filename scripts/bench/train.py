@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from minigpt2.training import TrainConfig, Trainer
+from minigpt2.training.config import native_bf16
 from minigpt2.training.optim import decay_groups
 
 SHAPES = {
@@ -34,7 +35,7 @@ MEMORY_STEPS = 3
 
 def emulated_bf16(shape: str, dtype: str) -> bool:
     """Whether this shape's row in this dtype is left out: bf16 that this CPU emulates, past the recipe."""
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported() or torch.cuda.is_available()
+    native = native_bf16() or torch.cuda.is_available()
     return dtype == "bfloat16" and not native and shape != "recipe"
 
 
