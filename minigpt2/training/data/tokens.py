@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+from array import array
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from ...writing import write_atomically
 from .sources import HubData, _hash, content_hash, documents
 
 CACHE_SUFFIX = ".minigpt2-cache"
+ARRAY_CODES = {torch.uint16: "H", torch.uint32: "I"}  # the stdlib array's unsigned 16- and 32-bit codes
 LLMC_MAGIC, LLMC_VERSION, LLMC_HEADER_BYTES = 20240520, 1, 256 * 4  # llm.c's dev/data/data_common.py
 
 
@@ -62,7 +64,7 @@ def _write_tokens(partial: Path, source: Path | HubData, tokenizer, dtype) -> No
                 if tokenizer.eos_token_id is None:
                     raise ValueError("the tokenizer names no end-of-text token to put between documents")
                 ids = [tokenizer.eos_token_id, *ids]
-            f.write(bytes(torch.tensor(ids, dtype=torch.int64).to(dtype).untyped_storage()))
+            array(ARRAY_CODES[dtype], ids).tofile(f)  # native byte order, as torch.from_file reads it
 
 
 def read_llmc_shard(path: Path) -> torch.Tensor:
