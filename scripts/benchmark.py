@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing the package
 
 from bench.assisted import assisted_drafts, assisted_runs  # noqa: E402
-from bench.harness import cpu_summary, load_figures, median_rates, warm_file_cache, weight_bytes  # noqa: E402
+from bench.harness import load_figures, median_rates, warm_file_cache, weight_bytes  # noqa: E402
 from bench.report import print_table  # noqa: E402
 from bench.sections import (  # noqa: E402
     EXPLORED_TOKENS,
@@ -56,6 +56,7 @@ from bench.train import SHAPES as TRAIN_SHAPES  # noqa: E402
 from bench.train import emulated_bf16, memory_figures, train_runs  # noqa: E402
 
 from minigpt2 import GPT2, resolve  # noqa: E402
+from minigpt2.loading.kernel_choice import cpu_description  # noqa: E402
 from minigpt2.parity.reference import reference_model  # noqa: E402
 from minigpt2.testing.checkpoints import write_checkpoint  # noqa: E402
 
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
             results = measure(path, device, dtypes, args)
         else:
             results = {"device": str(device), "threads": torch.get_num_threads(), "rounds": args.rounds, "decode": {}}
-            results["cpu"] = cpu_summary()
+            results["cpu"] = cpu_description()
         if "train" in args.sections:
             results["train"] = train_figures(dtypes, args)
     results["model"] = args.model or "gpt2-medium shape (random values, official layout)"
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
 
 def measure(path: str, device, dtypes: list[str], args) -> dict:
     results = {"device": str(device), "threads": torch.get_num_threads(), "rounds": args.rounds, "decode": {}}
-    results["cpu"] = cpu_summary()
+    results["cpu"] = cpu_description()
     generator = torch.Generator().manual_seed(0)
     ours32 = GPT2.from_pretrained(path, device=device)
     vocab = ours32.config.vocab_size
@@ -182,7 +183,7 @@ def train_figures(dtypes: list[str], args) -> dict:
         figures[shape] = {}
         for dtype in (d for d in dtypes if d in TRAIN_AUTOCAST):
             if emulated_bf16(shape, dtype):
-                figures[shape][dtype] = {"skipped": f"bf16 is emulated on this CPU ({cpu_summary()})"}
+                figures[shape][dtype] = {"skipped": f"bf16 is emulated on this CPU ({cpu_description()})"}
                 continue
             label = f"train, {shape} shape, {dtype}"
             runs = train_runs(shape, dtype, Path(args.scratch), args.train_steps)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/, beside this script
 
-from bench.harness import cpu_summary  # noqa: E402
+from minigpt2.loading.kernel_choice import cpu_description  # noqa: E402
 
 STEPS = 2000
 # The README's command line, in each trainer's spelling. nanoGPT's config/train_shakespeare_char.py adds
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
             for name, run in runs.items():
                 figures[name].append(run(Path(scratch)))
                 print(f"{name}: val loss {figures[name][-1][0]:.4f}, {figures[name][-1][1]:.1f} s", file=sys.stderr)
-    print(f"cpu: {cpu_summary()}; nanoGPT's README: val loss about 1.88")
+    print(f"cpu: {cpu_description()}; nanoGPT's README: val loss about 1.88")
     for name, results in figures.items():
         vals, seconds = zip(*results)
         print(

@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,11 @@ from minigpt2.testing.checkpoints import SAMPLE_TEXTS, write_checkpoint  # noqa:
 # of the cores, so that the workers' matrix products do not fight over them.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+
+# What minigpt2 keeps in the user's cache (fast=True's kernel timings, tokens of read-only data) goes to a
+# folder of the run's own, for this process and the command lines it starts.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="minigpt2-tests-cache-")
 
 
 def pytest_collection_modifyitems(items):

@@ -8,6 +8,7 @@ import sys
 
 from ..generation import run_to_end
 from ..generation.config import DEFAULTS
+from ..loading.kernel_choice import describe_kernels
 from .options import (
     DEFAULT_PROMPT,
     Parser,
@@ -141,6 +142,8 @@ def run(args: argparse.Namespace) -> None:
     explain = (_beam_explainer if beams else _explainer)(tokenizer, args.explain) if args.explain else None
     if args.explain:
         print(f"defaults from {model.generation_defaults_source}: {_options(model.generation_defaults)}")
+        for line in describe_kernels(model):  # --fast: the kernel this machine runs fastest per shape and rows
+            print(f"kernels, {line}")
     if assistant is not None or config.prompt_lookup_num_tokens:
         steps = rounds.count(steps)
     stream = (

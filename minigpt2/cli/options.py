@@ -101,8 +101,9 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
         "--fast",
         "--onednn",
         action="store_true",
-        help="on the CPU, decode with oneDNN's matrix products, fp32 weights copied to their layout at load: "
-        "faster to decode, slower to load, rounded unlike transformers'",
+        help="on the CPU, multiply with the kernel this machine runs fastest for each matrix shape and row count "
+        "(timed once, kept in ~/.cache/minigpt2/kernels.json), weights copied to [out, in] at load: faster to "
+        "decode, slower to load, rounded unlike transformers'",
     )
 
 

@@ -1,12 +1,13 @@
-"""Opt-in faster matrix products, chosen per model at load: GPT2.from_pretrained(..., fast=True), --fast.
+"""Opt-in faster matrix products, measured per machine: GPT2.from_pretrained(..., fast=True), --fast.
 
 By default every product is nn.Linear's F.linear, which on the CPU computes fp32 with MKL as
-transformers does, so the logits agree to about 1e-5. oneDNN's kernels read the weights faster when
-there are few rows (the decode loop's shapes), provided a weight lies [out, in] in order; on a
-transposed view of the file's [in, out] mapping (the zero-copy default) they are slower than MKL. So
-fast=True copies fp32 projections to [out, in] at load and swaps each nn.Linear for a OneDNNLinear.
-They round differently, 2-3x as far from an fp64 result as MKL, and so further from transformers'
-logits: hence opt-in. (In bf16, oneDNN was no faster than F.linear in the benchmark.)
+transformers does, so the logits agree to about 1e-5. Which kernel reads the weights fastest at the few
+rows of a decode step (or of a k-token verify pass) differs from one CPU to the next: oneDNN won by 1.5x
+on an AVX2 AMD EPYC and lost on an AVX-512 Xeon with AMX. So fast=True copies the projections to
+[out, in] in order (the layout both kernels read fastest), times each candidate on the model's own
+weights for each matrix shape and each row count up to 16, and uses the fastest; kernel_choice.py times
+them and keeps the verdict per machine. A choice other than F.linear rounds differently (oneDNN's fp32
+is 2-3x as far from an fp64 result as MKL), so further from transformers' logits: hence opt-in.
 """
 
 from __future__ import annotations
@@ -15,15 +16,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-ONEDNN_MAX_ROWS = 16  # from about 32 rows on (a prompt), MKL is the faster
+ROW_COUNTS = (1, 2, 4, 8, 16)  # a product of r rows uses the choice of the first count >= r
+DTYPES = (torch.float32, torch.bfloat16)  # fp16 has F.linear alone on the CPU
 
 
-class OneDNNLinear(nn.Linear):
-    """nn.Linear whose few-row fp32 products on the CPU run on oneDNN; everything else is F.linear."""
+def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+# The candidates, each a product of x [rows, in] and an [out, in] weight in order (no backward: a product
+# that needs a gradient, or runs inside torch.compile, is F.linear's).
+KERNELS = {"F.linear": F.linear}
+if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+    KERNELS["oneDNN"] = _onednn
+
+
+class FastLinear(nn.Linear):
+    """nn.Linear whose few-row products on the CPU run on the kernel measured fastest for its shape and
+    row count (`kernels`, one name per ROW_COUNTS entry, set by kernel_choice.choose_kernels); everything
+    else is F.linear."""
+
+    kernels: tuple[str, ...] = ("F.linear",) * len(ROW_COUNTS)
 
     @classmethod
-    def like(cls, linear: nn.Linear) -> OneDNNLinear:
+    def like(cls, linear: nn.Linear) -> FastLinear:
         w = linear.weight
         return cls(linear.in_features, linear.out_features, linear.bias is not None, device=w.device, dtype=w.dtype)
 
@@ -31,17 +47,21 @@ class OneDNNLinear(nn.Linear):
         pass
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _suits_onednn(x, self.weight, self.bias):
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
-        return F.linear(x, self.weight, self.bias)
+        kernel = self.kernel_for(x)
+        if kernel is F.linear:
+            return F.linear(x, self.weight, self.bias)
+        return kernel(x.reshape(-1, x.size(-1)), self.weight, self.bias).view(*x.shape[:-1], -1)
+
+    def kernel_for(self, x: torch.Tensor):
+        rows = x.numel() // x.size(-1)
+        if rows > ROW_COUNTS[-1] or not _suits_a_kernel(x, self.weight, self.bias):
+            return F.linear
+        return KERNELS[self.kernels[next(i for i, r in enumerate(ROW_COUNTS) if rows <= r)]]
 
 
-def _suits_onednn(x, weight, bias) -> bool:
-    """A few fp32 rows on the CPU times an [out, in] weight in order, with no gradient wanted (oneDNN's
-    product has no backward) and not inside torch.compile (which has no lowering for it, and picks
-    its own kernels)."""
-    few_rows = x.numel() <= ONEDNN_MAX_ROWS * x.size(-1)
-    on_cpu = x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+def _suits_a_kernel(x, weight, bias) -> bool:
+    """On the CPU, with the weight's dtype, a weight [out, in] in order, no gradient wanted and not inside
+    torch.compile (which picks its own kernels)."""
+    on_cpu = x.device.type == "cpu" and x.dtype == weight.dtype and weight.dtype in DTYPES
     wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias) if t is not None)
-    in_order = weight.is_contiguous()
-    return few_rows and on_cpu and in_order and not wants_grad and not torch.compiler.is_compiling()
+    return on_cpu and weight.is_contiguous() and not wants_grad and not torch.compiler.is_compiling()

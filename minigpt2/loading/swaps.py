@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from ..interp.processing import Processing, process_weights
-from .kernels import OneDNNLinear
+from .kernel_choice import choose_kernels
+from .kernels import FastLinear
 from .quantize import SCHEMES, Int8Linear, quantize_rows
 
 __all__ = ["SCHEMES", "ModuleSwap", "swap_linears", "swaps_for"]
@@ -66,12 +67,16 @@ class Int8Weights(ModuleSwap):
 
 
 class FastKernels(ModuleSwap):
-    """fp32 projections copied to [out, in] and multiplied by oneDNN where that is faster (kernels.py)."""
+    """Projections copied to [out, in] and multiplied by the kernel this machine runs fastest for each shape
+    and row count (kernels.py, kernel_choice.py)."""
 
     copies_weights = True
 
     def prepare(self, model, device):
-        swap_linears(model, OneDNNLinear.like)
+        swap_linears(model, FastLinear.like)
+
+    def finish(self, model):
+        choose_kernels(model)
 
 
 class WeightProcessing(ModuleSwap):

@@ -82,20 +82,6 @@ def decoded_logits(model, ids: torch.Tensor, prompt_len: int) -> torch.Tensor:
     return torch.cat(rows)
 
 
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_int8")
-
-
-def cpu_summary() -> str:
-    """The CPU's model and the flags that decide which kernels are fast (from /proc/cpuinfo, on Linux)."""
-    try:
-        info = open("/proc/cpuinfo").read()
-    except OSError:
-        return "unknown (no /proc/cpuinfo)"
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    return f"{model}; {' '.join(f for f in CPU_FLAGS if f in flags) or 'none of ' + ', '.join(CPU_FLAGS)}"
-
-
 # Run in a fresh interpreter: load a checkpoint and report seconds, and peak resident memory growth
 # after loading and after a first forward pass (which touches every weight).
 LOAD_PROBE = """
