@@ -56,7 +56,8 @@ from bench.train import SHAPES as TRAIN_SHAPES  # noqa: E402
 from bench.train import emulated_bf16, memory_figures, train_runs  # noqa: E402
 
 from minigpt2 import GPT2, resolve  # noqa: E402
-from minigpt2.loading.kernel_choice import cpu_description  # noqa: E402
+from minigpt2.loading.kernel_choice import describe_kernels  # noqa: E402
+from minigpt2.machine import cpu_description  # noqa: E402
 from minigpt2.parity.reference import reference_model  # noqa: E402
 from minigpt2.testing.checkpoints import write_checkpoint  # noqa: E402
 
@@ -130,12 +131,17 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
     sections = args.sections
     results["weight_bytes"] = {"float32": weight_bytes(ours32)}
     fp32_sections = {"prefill", "batched", "beam", "scoring"} & sections
-    # fast=True is a CPU path: oneDNN's products on fp32 weights laid out [out, in]
+    # fast=True is a CPU path: the kernels this machine measured fastest, on weights laid out [out, in]
     wants_fast = device.type == "cpu" and (fp32_sections or "decode" in sections)
     fast = GPT2.from_pretrained(path, fast=True) if wants_fast else None
     if "decode" in sections:
         prompts = prompt(1, PROMPT_TOKENS), prompt(1, PROMPT_TOKENS)
-        results |= decode_figures(path, ours32, fast, dtypes, *prompts, args)
+        fast_models = {"float32": fast} if fast is not None else {}
+        if fast is not None and "bfloat16" in dtypes:
+            fast_models["bfloat16"] = GPT2.from_pretrained(path, fast=True, dtype="bfloat16")
+        results |= decode_figures(path, ours32, fast_models, dtypes, *prompts, args)
+        results["kernels"] = {name: describe_kernels(model) for name, model in fast_models.items()}
+        del fast_models
     reference = reference_model(resolve(path), device=device) if fp32_sections else None
     if "prefill" in sections:
         long_prompt = prompt(1, min(args.prefill, ours32.config.n_positions))

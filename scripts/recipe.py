@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/, beside this script
 
-from minigpt2.loading.kernel_choice import cpu_description  # noqa: E402
+from minigpt2.machine import cpu_description  # noqa: E402
 
 STEPS = 2000
 # The README's command line, in each trainer's spelling. nanoGPT's config/train_shakespeare_char.py adds

@@ -44,9 +44,10 @@ class LoadOptions:
     device: "cpu" (default), "cuda", "cuda:1", "mps".
     dtype: the weights' dtype, a torch.dtype or its name ("bfloat16"); None keeps the file's.
     quantize="int8": projections and LM head as int8 (quantize.py); opt-in, approximate.
-    fast=True: fp32 projections copied to [out, in] and multiplied by oneDNN where it is faster
-        (kernels.py); slower to load, rounded unlike transformers'. It changes nothing with int8 or a
-        half dtype, whose products have kernels of their own.
+    fast=True: fp32 and bf16 projections copied to [out, in] and multiplied by the kernel this machine
+        measured fastest for each shape and row count (kernels.py, kernel_choice.py: timed once, kept in
+        ~/.cache/minigpt2/kernels.json); slower to load, rounded unlike transformers'. It changes
+        nothing with int8 or fp16, whose products have kernels of their own.
     process: TransformerLens's weight processing (interp/processing.py): True for all four steps, or a
         Processing naming some; the logits shift by a constant per position (center_unembed).
     merge_lora=False: a LoRA adapter kept beside its base's weights instead of merged into them, each adapted

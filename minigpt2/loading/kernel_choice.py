@@ -1,55 +1,22 @@
 """Which kernel multiplies each of a model's matrix shapes fastest on this machine (fast=True): each
 candidate of kernels.KERNELS is timed on the model's own weights, at each row count of kernels.ROW_COUNTS,
-once per machine. The timings and the verdict are kept in $XDG_CACHE_HOME/minigpt2/kernels.json (or
-~/.cache/...), a file to read, and to delete to time again."""
+once per machine, and the timings and the verdict kept in the machine's record (machine.py)."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..writing import write_atomically
+from ..machine import keep, measured
 from .kernels import DTYPES, KERNELS, ROW_COUNTS, FastLinear
 
-CPU_FLAGS = (
-    "avx2",
-    "avx512f",
-    "avx512_bf16",
-    "avx512_vnni",
-    "avx512_fp16",
-    "amx_bf16",
-    "amx_int8",
-)  # what decides the kernels
 ROUNDS = 3
 SAMPLE_MS = 10  # small matrices: many passes a sample, so that a sample is not one tick of the clock
-
-
-def record_path() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minigpt2" / "kernels.json"
-
-
-def cpu_description() -> str:
-    """The CPU's model and the flags that decide which kernels are fast (/proc/cpuinfo on Linux)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    return f"{model or platform.machine()}; {' '.join(f for f in CPU_FLAGS if f in flags) or 'none of ' + ', '.join(CPU_FLAGS)}"
-
-
-def machine_key() -> str:
-    return f"{cpu_description()}; torch {torch.__version__}; {torch.get_num_threads()} threads"
 
 
 def shape_groups(model: nn.Module) -> dict[str, list[FastLinear]]:
@@ -65,21 +32,15 @@ def shape_groups(model: nn.Module) -> dict[str, list[FastLinear]]:
 def choose_kernels(model: nn.Module) -> None:
     """Set each FastLinear's kernels from this machine's record, timing the shapes it does not hold yet."""
     groups = shape_groups(model)
-    path = record_path()
-    record = _read(path)
-    verdicts = record.setdefault(machine_key(), {})
+    verdicts = measured()
     missing = [key for key in groups if not _usable(verdicts.get(key))]
     if missing:
         print(
             f"minigpt2: timing the fast kernels for {len(missing)} matrix shapes, once on this machine", file=sys.stderr
         )
-        for key in missing:
-            verdicts[key] = time_kernels(groups[key])
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, lambda partial: partial.write_text(json.dumps(record, indent=1) + "\n"))
-        except (OSError, ValueError) as error:  # an unwritable cache: the choice holds for this load alone
-            print(f"minigpt2: could not keep the kernel timings ({error})", file=sys.stderr)
+        timed = {key: time_kernels(groups[key]) for key in missing}
+        keep(timed)
+        verdicts.update(timed)
     for key, modules in groups.items():
         for module in modules:
             module.kernels = tuple(verdicts[key]["chosen"])
@@ -121,7 +82,7 @@ def _median_ms(kernel, modules: list[FastLinear], rows: int) -> float:
 
 def describe_kernels(model: nn.Module) -> list[str]:
     """One line per matrix shape: the kernel used at each row count, and the timings it was chosen from."""
-    verdicts = _read(record_path()).get(machine_key(), {})
+    verdicts = measured()
     lines = []
     for key, modules in shape_groups(model).items():
         chosen = modules[0].kernels
@@ -138,11 +99,3 @@ def _usable(verdict) -> bool:
     """A verdict this torch can follow (a damaged or older record is timed again)."""
     chosen = verdict.get("chosen") if isinstance(verdict, dict) else None
     return isinstance(chosen, list) and len(chosen) == len(ROW_COUNTS) and all(name in KERNELS for name in chosen)
-
-
-def _read(path: Path) -> dict:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):  # none yet, or damaged: time again
-        return {}
-    return record if isinstance(record, dict) else {}

@@ -154,13 +154,13 @@ def llama_deviation(files: dict, kind: str, prompt, new_tokens: int, threads: in
     return figures
 
 
-def decode_figures(path: str, ours32, fast32, dtypes: list[str], decode_prompt, compare_prompt, args) -> dict:
+def decode_figures(path: str, ours32, fast: dict, dtypes: list[str], decode_prompt, compare_prompt, args) -> dict:
     """Batch-1 greedy decode of every dtype, transformers, llama.cpp's GGUFs and the bandwidth probes, all
     timed in the same rounds; each decode's bound for its bytes per token; and the deviations.
-    fast32: fp32 loaded with fast=True, or None off the CPU."""
+    fast: {dtype: the model loaded with fast=True in it} (none off the CPU)."""
     device = ours32.wte.weight.device
     probes, probe_note = peers.bandwidth_probes(weight_bytes(ours32), device)
-    models, runs = _decode_models_and_runs(path, ours32, fast32, dtypes, decode_prompt, args)
+    models, runs = _decode_models_and_runs(path, ours32, fast, dtypes, decode_prompt, args)
     peer_note = peers.missing() if device.type == "cpu" else "llama.cpp runs on the CPU here"
     files = {}
     if peer_note is None and not args.no_llama:
@@ -185,8 +185,8 @@ def decode_figures(path: str, ours32, fast32, dtypes: list[str], decode_prompt, 
         figures["decode"][name] = {**row, "bound": bandwidth / weight_bytes(model)}
         if name != "float32":
             figures["decode"][name]["deviation"] = minigpt2_deviation(ours32, model, *compared)
-        elif fast32 is not None:
-            figures["decode"][name]["deviation_fast"] = minigpt2_deviation(ours32, fast32, *compared)
+        if name in fast:
+            figures["decode"][name]["deviation_fast"] = minigpt2_deviation(ours32, fast[name], *compared)
     figures["llama.cpp"] = {"note": peer_note or ("left out (--no-llama)" if args.no_llama else None)}
     for kind, file in files.items():
         gguf_bytes = peers.tensor_bytes(file)
@@ -205,7 +205,7 @@ def _reference_dtype(name: str) -> str:
     return "float32" if name == "int8" else name
 
 
-def _decode_models_and_runs(path: str, ours32, fast32, dtypes: list[str], prompt, args):
+def _decode_models_and_runs(path: str, ours32, fast: dict, dtypes: list[str], prompt, args):
     """minigpt2 in each dtype (int8: quantized projections, the rest fp32) and transformers in each dtype
     it has; their decode runs, keyed (dtype, variant) and ("transformers", dtype)."""
     device = ours32.wte.weight.device
@@ -220,9 +220,8 @@ def _decode_models_and_runs(path: str, ours32, fast32, dtypes: list[str], prompt
         theirs = _reference_dtype(name)
         if theirs not in references:
             references[theirs] = reference_model(checkpoint, DTYPES[theirs], device)
-        fast = fast32 if name == "float32" else None
         variants = decode_runs(
-            models[name], references[theirs], prompt, args.new_tokens, fast=fast, compile=args.compile
+            models[name], references[theirs], prompt, args.new_tokens, fast=fast.get(name), compile=args.compile
         )
         for variant, run in variants.items():
             runs[("transformers", theirs) if variant == "transformers" else (name, variant)] = run
