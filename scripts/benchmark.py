@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 
 from bench.assisted import assisted_drafts, assisted_runs  # noqa: E402
 from bench.harness import load_figures, median_rates, warm_file_cache, weight_bytes  # noqa: E402
+from bench.multitoken import K_VALUES, PREFILL, multitoken_section  # noqa: E402
 from bench.report import print_table  # noqa: E402
 from bench.sections import (  # noqa: E402
     EXPLORED_TOKENS,
@@ -61,7 +62,19 @@ from minigpt2.machine import cpu_description  # noqa: E402
 from minigpt2.parity.reference import reference_model  # noqa: E402
 from minigpt2.testing.checkpoints import write_checkpoint  # noqa: E402
 
-SECTIONS = ("decode", "prefill", "batched", "beam", "scoring", "assisted", "load", "patching", "explore", "train")
+SECTIONS = (
+    "decode",
+    "multitoken",
+    "prefill",
+    "batched",
+    "beam",
+    "scoring",
+    "assisted",
+    "load",
+    "patching",
+    "explore",
+    "train",
+)
 PROMPT_TOKENS = 8
 
 
@@ -142,6 +155,8 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
         results |= decode_figures(path, ours32, fast_models, dtypes, *prompts, args)
         results["kernels"] = {name: describe_kernels(model) for name, model in fast_models.items()}
         del fast_models
+    if "multitoken" in sections:
+        results["multitoken"] = multitoken_section(path, ours32, dtypes, prompt(1, PREFILL + K_VALUES[-1]), args)
     reference = reference_model(resolve(path), device=device) if fp32_sections else None
     if "prefill" in sections:
         long_prompt = prompt(1, min(args.prefill, ours32.config.n_positions))

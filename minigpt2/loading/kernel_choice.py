@@ -58,7 +58,7 @@ def time_kernels(modules: list[FastLinear]) -> dict:
             try:
                 kernel(torch.zeros(1, weight.size(1), dtype=weight.dtype), weight, modules[0].bias)
             except RuntimeError as error:  # oneDNN without bf16 kernels on this CPU, say
-                failed[name] = str(error).splitlines()[0]
+                failed[name] = str(error).splitlines()[0].split(". ")[0]  # oneDNN adds a line of advice
                 continue
             ms[name] = [_median_ms(kernel, modules, rows) for rows in ROW_COUNTS]
     chosen = [min(ms, key=lambda name: ms[name][i]) for i in range(len(ROW_COUNTS))]

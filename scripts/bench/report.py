@@ -29,6 +29,7 @@ def print_table(r: dict) -> None:
     if "scoring" in r:
         sc = r["scoring"]
         _row(f"perplexity tok/s, stride {sc['stride']}, fp32", sc["minigpt2"], sc["transformers"])
+    _multitoken(r)
     _batches(r)
     _against_fp32(r)
     _patching_and_explorer(r)
@@ -82,6 +83,19 @@ def _kernels(r: dict) -> None:
         print(f"  fast=True's kernels in {name} on this CPU ({r.get('cpu', '?')}), per matrix shape:")
         for line in lines:
             print(f"    {line}")
+
+
+def _multitoken(r: dict) -> None:
+    """One cached forward of k new tokens after the prefill: ms at k = 1, then each k's cost against it."""
+    if "multitoken" not in r:
+        return
+    ks = [k for k in next(iter(r["multitoken"].values()))["ms"]]
+    print(
+        f"\nk new tokens in one cached pass, cost against k = 1:\n{'':34}{'k=1 ms':>10}"
+        + "".join(f"{f'k={k}':>8}" for k in ks[1:])
+    )
+    for mode, f in r["multitoken"].items():
+        print(f"{mode:34}{f['ms'][ks[0]]:10.1f}" + "".join(f"{f['ratio'][k]:7.2f}x" for k in ks[1:]))
 
 
 def _batches(r: dict) -> None:

@@ -10,7 +10,7 @@ from conftest import run_script
 
 def test_benchmark_smoke(tiny_checkpoint, tmp_path):
     args = ["--model", str(tiny_checkpoint), "--rounds", "1", "--new-tokens", "4", "--prefill", "16"]
-    every_but_load = "decode,prefill,batched,beam,scoring,assisted,patching,explore"
+    every_but_load = "decode,multitoken,prefill,batched,beam,scoring,assisted,patching,explore"
     result = run_script(
         "benchmark.py",
         *args,
@@ -33,6 +33,10 @@ def test_benchmark_smoke(tiny_checkpoint, tmp_path):
         "assisted greedy decoding",
         "prompt lookup",
         "activation patching, resid_pre, 40 patches",
+        "k new tokens in one cached pass, cost against k = 1",
+        "minigpt2 float32, fast=True",
+        "transformers bfloat16",
+        "fast=True's kernels in float32 on this CPU",
     ):
         assert line in result.stdout
     if peers.missing() is None:  # the bench extra is installed: llama.cpp runs in the same rounds
@@ -42,6 +46,8 @@ def test_benchmark_smoke(tiny_checkpoint, tmp_path):
         assert "llama.cpp left out" in result.stdout
     figures = json.loads((tmp_path / "bench.json").read_text())
     assert set(figures["decode"]) == {"float32", "bfloat16", "int8"} and figures["bandwidth_bytes_per_s"] > 0
+    assert {"minigpt2 int8", "minigpt2 bfloat16, fast=True", "transformers float32"} <= set(figures["multitoken"])
+    assert all(set(f["ratio"]) == {"1", "2", "4", "8", "16"} for f in figures["multitoken"].values())
     assert set(figures["assisted"]["acceptance"]) == {"first 1 blocks", "unrelated 2-block", "prompt lookup"}
     assert figures["weight_bytes"]["int8"] < figures["weight_bytes"]["bfloat16"] < figures["weight_bytes"]["float32"]
 
