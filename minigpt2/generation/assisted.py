@@ -75,14 +75,15 @@ class LookupDraft:
         self.probs: list[torch.Tensor] = []  # no draft distribution: a sampled check draws from the model
 
     def propose(self, sequence: torch.Tensor, budget: int) -> list[int]:
-        row = sequence[0].tolist()
-        for n in range(min(self.ngram, len(row) - 1), 0, -1):
-            tail = row[-n:]
-            for start in range(len(row) - n):  # earliest first; the tail's own place is excluded
-                if row[start : start + n] == tail:
-                    follow = row[start + n : start + n + min(self.tokens, budget)]
-                    if follow:
-                        return follow
+        row, count = sequence[0], min(self.tokens, budget)
+        if count < 1:
+            return []
+        for n in range(min(self.ngram, row.numel() - 1), 0, -1):
+            # every earlier window of n tokens against the last n, at once; the tail's own window excluded
+            matches = (row.unfold(0, n, 1)[:-1] == row[-n:]).all(dim=1).nonzero()
+            if len(matches):
+                start = int(matches[0]) + n  # the earliest match: what followed it
+                return row[start : start + count].tolist()
         return []
 
     def accepted(self, kept: int, drafted: int, length: int) -> None:

@@ -5,6 +5,7 @@ sampling keeps the model's distribution; the requests it refuses."""
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from transformers import GPT2Config as HFConfig
 from transformers import GPT2LMHeadModel
 
 from minigpt2 import GPT2
+from minigpt2.generation.assisted import LookupDraft
 from minigpt2.testing.checkpoints import write_checkpoint
 
 NEW = 200
@@ -149,3 +151,23 @@ def test_an_assistant_with_another_vocabulary_is_refused(models, random_model):
     (model, _), _ = models
     with pytest.raises(ValueError, match="the assistant's vocabulary"):
         model.generate(PROMPT, max_new_tokens=5, assistant_model=random_model)
+
+
+def test_lookup_drafts_what_followed_the_earliest_earlier_match_of_the_longest_tail():
+    """The tensor search against the plain loops it replaced, over random short sequences of few tokens
+    (so that matches of every length, and none, occur), every budget included."""
+
+    def by_loops(row, ngram, tokens, budget):
+        for n in range(min(ngram, len(row) - 1), 0, -1):
+            for start in range(len(row) - n):
+                if row[start : start + n] == row[-n:] and (follow := row[start + n : start + n + min(tokens, budget)]):
+                    return follow
+        return []
+
+    g = torch.Generator().manual_seed(0)
+    for case in range(400):
+        length, ngram, tokens = 1 + case % 13, 1 + case % 3, 1 + case % 5
+        row = torch.randint(0, 4, (1, length), generator=g)
+        draft = LookupDraft(SimpleNamespace(prompt_lookup_num_tokens=tokens, max_matching_ngram_size=ngram))
+        for budget in (0, 1, 3, 10):
+            assert draft.propose(row, budget) == by_loops(row[0].tolist(), ngram, tokens, budget), (row, budget)
