@@ -7,6 +7,7 @@ import itertools
 import sys
 
 from ..generation import run_to_end
+from ..generation.assisted import pass_cost
 from ..generation.config import DEFAULTS
 from ..loading.kernel_choice import describe_kernels
 from .options import (
@@ -205,10 +206,15 @@ class Rounds:
         per_pass = self.tokens / self.passes
         rate = f"{self.accepted / self.drafted:.0%} of {self.drafted} drafts accepted" if self.drafted else "no drafts"
         line = f"minigpt2: assisted decoding: {self.tokens} tokens in {self.passes} passes of the model ({per_pass:.2f} a pass), {rate}"
-        # A pass over k + 1 tokens costs about one decode step; a draft model costs its share of the weights per draft.
-        cost = 1 + (self.drafted / self.passes) * (assistant.num_params() / model.num_params() if assistant else 0)
+        # What a round costs, measured on the model at hand: its pass over the drafts and its own token, and
+        # the draft model's steps, in plain decode steps of the model.
+        drafts = self.drafted / self.passes
+        step = pass_cost(model, 1)
+        checked = pass_cost(model, round(drafts) + 1)
+        cost = (checked + (drafts * pass_cost(assistant, 1) if assistant else 0)) / step
+        line += f"; a round costs {cost:.2f} plain steps here (measured: a pass of {round(drafts) + 1} tokens {checked / step:.2f})"
         if per_pass < cost:
-            line += f"; slower than plain decoding here (each pass costs about {cost:.2f} plain steps)"
+            line += ", so this was slower than plain decoding"
         return line
 
 

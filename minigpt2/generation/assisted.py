@@ -20,6 +20,9 @@ draft model's; the stop conditions (eos, stop strings, max_time) are checked aft
 
 from __future__ import annotations
 
+import statistics
+import time
+
 import torch
 
 from ..hooks import during_generation
@@ -156,3 +159,23 @@ def _speculative(sampler: Sampler, scores, drafts, draft_probs, j: int) -> int:
         return x
     residual = (p - q).clamp(min=0)
     return int(sampler.draw((residual / residual.sum())[None]))
+
+
+def pass_cost(model, tokens: int, rounds: int = 3, prefill: int = 16) -> float:
+    """Seconds of one cached forward pass of `tokens` new tokens after a short prefill, the median of
+    `rounds`: what checking drafts costs on the model at hand, on this machine (the CLI's summary weighs
+    a round's tokens against it)."""
+    device = model.wte.weight.device
+    cache = model.new_cache(1, prefill + tokens)
+    new = torch.zeros(1, tokens, dtype=torch.long, device=device)
+    times = []
+    with torch.inference_mode():
+        model(torch.zeros(1, prefill, dtype=torch.long, device=device), cache)
+        for _ in range(rounds + 1):  # the first warms the kernels
+            cache.rollback(prefill)
+            start = time.perf_counter()
+            model(new, cache)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])

@@ -313,6 +313,31 @@ def test_explain_shows_every_step(tiny_checkpoint):
                 assert picked == candidates[0][0]
 
 
+@pytest.mark.parametrize("draft", ["--assistant", "--prompt-lookup"])
+def test_assisted_summary_weighs_the_rounds_against_their_measured_cost(tiny_checkpoint, draft, monkeypatch):
+    """The summary's cost of a round comes from timing the model at hand (generation.assisted.pass_cost),
+    here made to cost 1 ms a token: a round of a k-token pass (and, with a draft model, its k - 1 draft
+    steps) costs k plain steps, or 2k - 1; "slower" is said exactly where a round made fewer tokens."""
+    from minigpt2.cli import generate
+
+    monkeypatch.setattr(generate, "pass_cost", lambda model, tokens: tokens / 1000)
+    value = str(tiny_checkpoint) if draft == "--assistant" else "3"
+    result = run_cli(
+        "Once upon a time, once upon a time", "--model", str(tiny_checkpoint), draft, value, "--max-new-tokens", "12"
+    )
+    assert result.returncode == 0, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    print(line)
+    m = re.search(
+        r"\(([0-9.]+) a pass\).*a round costs ([0-9.]+) plain steps here \(measured: a pass of (\d+) tokens ([0-9.]+)\)",
+        line,
+    )
+    per_pass, cost, k, checked = float(m[1]), float(m[2]), int(m[3]), float(m[4])
+    assert checked == k
+    assert cost >= k and (draft != "--prompt-lookup" or cost == k)
+    assert ("slower than plain decoding" in line) == (per_pass < cost)
+
+
 def test_cli_quantize_int8(tiny_checkpoint):
     result = run_cli("Once upon a time", "--model", str(tiny_checkpoint), "--max-new-tokens", "6", "--quantize", "int8")
     assert result.returncode == 0, result.stderr
