@@ -11,7 +11,9 @@ gpt2-medium-shaped checkpoint in the official layout (random values) in a tempor
     python scripts/benchmark.py --sections train         # training: nanoGPT's CPU recipe and the gpt2 shape
 
 Sections: the memory bandwidth bound (the fastest of three reads of a weight-sized matrix, and
-the decode rate it allows: weights' bytes / bandwidth); batch-1 greedy decode per dtype; prefill
+the decode rate it allows: weights' bytes / bandwidth); batch-1 greedy decode per dtype, fast=True beside
+fp32 and bf16 with the kernels this CPU chose; multitoken: one cached pass of k = 1..16 new tokens against
+k = 1, every mode beside transformers and llama.cpp (bench/multitoken.py); prefill
 of a long prompt; batched greedy decode; beam search (4 beams by default); load time (and load +
 first forward pass, which reads every weight) and peak resident memory, in a fresh process each,
 from a warm file cache; how far bf16/fp16 logits and greedy tokens are from fp32; and minigpt2's
