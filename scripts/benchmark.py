@@ -147,18 +147,19 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
     results["weight_bytes"] = {"float32": weight_bytes(ours32)}
     fp32_sections = {"prefill", "batched", "beam", "scoring"} & sections
     # fast=True is a CPU path: the kernels this machine measured fastest, on weights laid out [out, in]
-    wants_fast = device.type == "cpu" and (fp32_sections or "decode" in sections)
+    wants_fast = device.type == "cpu" and (fp32_sections or {"decode", "multitoken"} & sections)
     fast = GPT2.from_pretrained(path, fast=True) if wants_fast else None
+    fast_models = {"float32": fast} if fast is not None else {}
+    if fast is not None and "bfloat16" in dtypes and {"decode", "multitoken"} & sections:
+        fast_models["bfloat16"] = GPT2.from_pretrained(path, fast=True, dtype="bfloat16")
     if "decode" in sections:
         prompts = prompt(1, PROMPT_TOKENS), prompt(1, PROMPT_TOKENS)
-        fast_models = {"float32": fast} if fast is not None else {}
-        if fast is not None and "bfloat16" in dtypes:
-            fast_models["bfloat16"] = GPT2.from_pretrained(path, fast=True, dtype="bfloat16")
         results |= decode_figures(path, ours32, fast_models, dtypes, *prompts, args)
         results["kernels"] = {name: describe_kernels(model) for name, model in fast_models.items()}
-        del fast_models
     if "multitoken" in sections:
-        results["multitoken"] = multitoken_section(path, ours32, dtypes, prompt(1, PREFILL + K_VALUES[-1]), args)
+        k_prompt = prompt(1, PREFILL + K_VALUES[-1])
+        results["multitoken"] = multitoken_section(path, ours32, fast_models, dtypes, k_prompt, args)
+    del fast_models
     reference = reference_model(resolve(path), device=device) if fp32_sections else None
     if "prefill" in sections:
         long_prompt = prompt(1, min(args.prefill, ours32.config.n_positions))

@@ -209,10 +209,10 @@ class Rounds:
         # What a round costs, measured on the model at hand: its pass over the drafts and its own token, and
         # the draft model's steps, in plain decode steps of the model.
         drafts = self.drafted / self.passes
-        step = pass_cost(model, 1)
-        checked = pass_cost(model, round(drafts) + 1)
+        checked_tokens = round(drafts) + 1  # a pass checks the drafts and makes the model's own token
+        step, checked = pass_cost(model, 1), pass_cost(model, checked_tokens)
         cost = (checked + (drafts * pass_cost(assistant, 1) if assistant else 0)) / step
-        line += f"; a round costs {cost:.2f} plain steps here (measured: a pass of {round(drafts) + 1} tokens {checked / step:.2f})"
+        line += f"; a round costs {cost:.2f} plain steps here (measured: a pass of {checked_tokens} tokens {checked / step:.2f})"
         if per_pass < cost:
             line += ", so this was slower than plain decoding"
         return line

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import torch
 
-from minigpt2 import GPT2, resolve
-from minigpt2.loading import DTYPES, LoadOptions, load_model
+from minigpt2 import resolve
+from minigpt2.loading import DTYPES
 from minigpt2.parity.reference import reference_model
 
 from . import peers
 from .harness import median_rates
+from .sections import minigpt2_in
 
 K_VALUES = (1, 2, 4, 8, 16)
 PREFILL = 64
@@ -86,20 +87,16 @@ def multitoken_figures(ours: dict, references: dict, llama: dict, prompt: torch.
     return figures
 
 
-def multitoken_section(path: str, ours32, dtypes: list[str], prompt: torch.Tensor, args) -> dict:
-    """Every mode of `dtypes` (with fast=True beside each float dtype on the CPU), transformers in fp32 and
-    bf16, and llama.cpp's GGUFs where the bench extra is installed."""
+def multitoken_section(path: str, ours32, fast: dict, dtypes: list[str], prompt: torch.Tensor, args) -> dict:
+    """Every mode of `dtypes`, with fast {dtype: the model loaded with fast=True} beside its dtype,
+    transformers in each float dtype, and llama.cpp's GGUFs where the bench extra is installed."""
     checkpoint, device = resolve(path), ours32.wte.weight.device
     ours, references, llama = {}, {}, {}
     for name in dtypes:
-        quantize = "int8" if name == "int8" else None
-        dtype = None if quantize else name
-        ours[f"minigpt2 {name}"] = (
-            ours32 if name == "float32" else load_model(checkpoint, LoadOptions(device, dtype, quantize), GPT2)
-        )
-        if device.type == "cpu" and not quantize:
-            ours[f"minigpt2 {name}, fast=True"] = load_model(checkpoint, LoadOptions(device, dtype, fast=True), GPT2)
-        if not quantize:
+        ours[f"minigpt2 {name}"] = ours32 if name == "float32" else minigpt2_in(checkpoint, name, device)
+        if name in fast:
+            ours[f"minigpt2 {name}, fast=True"] = fast[name]
+        if name in DTYPES:
             references[f"transformers {name}"] = reference_model(checkpoint, DTYPES[name], device)
     if device.type == "cpu" and peers.missing() is None and not args.no_llama:
         for kind, file in peers.write_ggufs(path, Path(args.scratch)).items():

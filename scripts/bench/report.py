@@ -89,7 +89,7 @@ def _multitoken(r: dict) -> None:
     """One cached forward of k new tokens after the prefill: ms at k = 1, then each k's cost against it."""
     if "multitoken" not in r:
         return
-    ks = [k for k in next(iter(r["multitoken"].values()))["ms"]]
+    ks = list(next(iter(r["multitoken"].values()))["ms"])
     print(
         f"\nk new tokens in one cached pass, cost against k = 1:\n{'':34}{'k=1 ms':>10}"
         + "".join(f"{f'k={k}':>8}" for k in ks[1:])

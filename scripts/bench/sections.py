@@ -205,6 +205,12 @@ def _reference_dtype(name: str) -> str:
     return "float32" if name == "int8" else name
 
 
+def minigpt2_in(checkpoint, name: str, device):
+    """minigpt2 in one of the benchmark's modes: a dtype's name, or int8 (quantized projections, the rest fp32)."""
+    quantize = "int8" if name == "int8" else None
+    return load_model(checkpoint, LoadOptions(device, None if quantize else name, quantize), GPT2)
+
+
 def _decode_models_and_runs(path: str, ours32, fast: dict, dtypes: list[str], prompt, args):
     """minigpt2 in each dtype (int8: quantized projections, the rest fp32) and transformers in each dtype
     it has; their decode runs, keyed (dtype, variant) and ("transformers", dtype)."""
@@ -212,11 +218,7 @@ def _decode_models_and_runs(path: str, ours32, fast: dict, dtypes: list[str], pr
     models, references, runs = {}, {}, {}
     checkpoint = resolve(path)
     for name in dtypes:
-        quantize = "int8" if name == "int8" else None
-        dtype = None if quantize else name
-        models[name] = (
-            ours32 if name == "float32" else load_model(checkpoint, LoadOptions(device, dtype, quantize), GPT2)
-        )
+        models[name] = ours32 if name == "float32" else minigpt2_in(checkpoint, name, device)
         theirs = _reference_dtype(name)
         if theirs not in references:
             references[theirs] = reference_model(checkpoint, DTYPES[theirs], device)
