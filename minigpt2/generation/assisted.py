@@ -107,19 +107,20 @@ def assisted_loop(model, run, draft, sampler: Sampler | None, hooks=None):
         d = len(drafts)
         out[0, i : i + d] = torch.tensor(drafts, dtype=out.dtype)
         logits = model(out[:, cache.length : i + d], cache, hooks=hooks)[0, -(d + 1) :].float()  # [d + 1, V]
-        kept, tokens, scored = _check(run, draft, sampler, out, i, drafts, logits)
+        kept, tokens, raw, scores = _check(run, draft, sampler, out, i, drafts, logits)
         cache.rollback(i + kept)  # the model's own token goes in with the next round
         draft.accepted(kept, d, i + kept)
-        for j, (token, (raw, scores)) in enumerate(zip(tokens, scored, strict=True)):
+        picked = torch.tensor(tokens, device=out.device)
+        logprobs = scores.log_softmax(dim=-1).gather(1, picked[:, None])  # [n, 1]: each token's, in one call
+        for j, token in enumerate(tokens):
             out[0, i + j] = token
-            logprobs = scores.log_softmax(dim=-1)[token].view(1)
             if eos.numel():
                 finished |= torch.isin(out[:, i + j], eos)
             if run.stops:
                 finished |= stopping.any_met(run.stops, out[:, : i + j + 1], run.padding)
             first = j == 0
             yield Step(
-                out[:, i + j], raw[None], scores[None], logprobs, out[:, : i + j + 1], finished.clone(),
+                out[:, i + j], raw[j, None], scores[j, None], logprobs[j], out[:, : i + j + 1], finished.clone(),
                 drafted=d if first else None, accepted=kept if first else None,
             )  # fmt: skip
             if bool(finished.all()):
@@ -129,8 +130,13 @@ def assisted_loop(model, run, draft, sampler: Sampler | None, hooks=None):
 
 
 def _check(run, draft, sampler, out, i, drafts, logits):
-    """Which drafts the model keeps, and its own next token: (kept, the tokens to append, [(logits, scores)])."""
-    tokens, scored = [], []
+    """Which drafts the model keeps, and its own next token: (kept, the tokens to append, their logits and
+    scores [kept + 1, V]). logits [d + 1, V]: the model's at each draft's position and after the last."""
+    if sampler is None and run.process is None:  # plain greedy: every position's pick in one call
+        picks = logits.argmax(dim=-1).tolist()
+        kept = next((j for j, (pick, token) in enumerate(zip(picks, drafts)) if pick != token), len(drafts))
+        return kept, picks[: kept + 1], logits[: kept + 1], logits[: kept + 1]
+    tokens, scored = [], []  # the processors read each position's own prefix: one position at a time
     for j in range(len(drafts) + 1):
         raw = logits[j]
         scores = run.process(out[:, : i + j], raw[None])[0] if run.process else raw
@@ -140,9 +146,9 @@ def _check(run, draft, sampler, out, i, drafts, logits):
             scores = sampler.warp(scores[None])[0]
             token = _speculative(sampler, scores, drafts, draft.probs, j)
         tokens.append(token)
-        scored.append((raw, scores))
+        scored.append(scores)
         if j == len(drafts) or token != drafts[j]:
-            return j, tokens, scored
+            return j, tokens, logits[: j + 1], torch.stack(scored)
     raise AssertionError("unreachable: the last position always returns")
 
 
