@@ -161,13 +161,15 @@ def run(args: argparse.Namespace) -> None:
         prompt_ids = input_ids[prompt][attention_mask[prompt] == 1].tolist()
         return tokenizer.decode_stream(_until_eos(new_tokens, config.eos_ids), after=prompt_ids)
 
+    made = []  # the first row's new tokens
     if stream:
 
         def first_row_tokens():
             for step in steps:
                 if explain:
                     explain(step)
-                yield step.tokens[0].item()
+                made.append(step.tokens[0].item())
+                yield made[-1]
 
         print(prompts[0], end="", flush=True)
         for piece in continuation(first_row_tokens(), 0):
@@ -175,12 +177,21 @@ def run(args: argparse.Namespace) -> None:
         print()
     else:
         sequences, _ = run_to_end(steps, explain)
+        made = sequences[0, input_ids.size(1) :].tolist()
         for i in range(rows):
             new_tokens = sequences[i, input_ids.size(1) :].tolist()
             text = prompts[i // per_prompt] + "".join(continuation(new_tokens, i))
             print(f"{i}: {text}" if rows > 1 else text)
     if rounds.passes:
         print(rounds.summary(assistant, model), file=sys.stderr)
+    if rounds.passes and args.explain and not config.do_sample:
+        plain = model.generate(
+            input_ids,
+            config=config.replace(prompt_lookup_num_tokens=None),
+            attention_mask=attention_mask,
+            tokenizer=tokenizer,
+        )
+        print(f"minigpt2: {_agreement(made, plain[0, input_ids.size(1) :].tolist())}", file=sys.stderr)
 
 
 class Rounds:
@@ -216,6 +227,18 @@ class Rounds:
         if per_pass < cost:
             line += ", so this was slower than plain decoding"
         return line
+
+
+def _agreement(assisted: list[int], plain: list[int]) -> str:
+    """How long assisted greedy's tokens stay plain greedy's: a pass over several tokens can round otherwise
+    than one-token steps (bf16, int8), and near-ties then pick another token."""
+    same = next((i for i, (a, b) in enumerate(zip(assisted, plain)) if a != b), min(len(assisted), len(plain)))
+    if same == len(assisted) == len(plain):
+        return f"plain greedy decoding (run to check, for --explain) makes the same {same} tokens"
+    return (
+        f"plain greedy decoding (run to check, for --explain) makes the same first {same} of {len(plain)} tokens, "
+        "then another: a pass over several tokens rounds otherwise than one-token steps in this dtype"
+    )
 
 
 def _options(values: dict) -> str:

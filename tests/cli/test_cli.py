@@ -338,6 +338,30 @@ def test_assisted_summary_weighs_the_rounds_against_their_measured_cost(tiny_che
     assert ("slower than plain decoding" in line) == (per_pass < cost)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_assisted_explain_runs_plain_greedy_and_says_how_long_the_tokens_agree(tiny_checkpoint, dtype):
+    """--explain with a draft runs plain greedy too and reports the agreement it measured: in fp32 every token
+    (the arithmetic is exact); in bf16 it says how many of the first tokens agree, whatever that is."""
+    result = run_cli(
+        "Once upon a time, once upon a time", "--model", str(tiny_checkpoint), "--prompt-lookup", "3",
+        "--max-new-tokens", "12", "--explain", "2", "--dtype", dtype,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    print(line)
+    assert line.startswith("minigpt2: plain greedy decoding (run to check, for --explain) makes the same")
+    if dtype == "float32":
+        assert line.endswith("the same 12 tokens")
+
+
+def test_agreement_names_where_assisted_and_plain_greedy_part():
+    from minigpt2.cli.generate import _agreement
+
+    assert _agreement([1, 2, 3], [1, 2, 3]).endswith("the same 3 tokens")
+    assert "the same first 1 of 3 tokens, then another" in _agreement([1, 5, 3], [1, 2, 3])
+    assert "the same first 0 of 2 tokens" in _agreement([4, 2], [1, 2])
+
+
 def test_cli_quantize_int8(tiny_checkpoint):
     result = run_cli("Once upon a time", "--model", str(tiny_checkpoint), "--max-new-tokens", "6", "--quantize", "int8")
     assert result.returncode == 0, result.stderr
