@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing the package
 
-from bench.assisted import assisted_drafts, assisted_runs  # noqa: E402
+from bench.assisted import assisted_section, repeated_passage  # noqa: E402
 from bench.harness import load_figures, median_rates, warm_file_cache, weight_bytes  # noqa: E402
 from bench.multitoken import K_VALUES, PREFILL, multitoken_section  # noqa: E402
 from bench.report import print_table  # noqa: E402
@@ -183,9 +183,9 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
         results["scoring"]["tokens"] = len(ids)
     del reference, fast
     if "assisted" in sections:
-        drafts = assisted_drafts(ours32, Path(args.scratch))
-        runs, acceptance = assisted_runs(ours32, prompt(1, PROMPT_TOKENS), args.new_tokens, drafts)
-        results["assisted"] = {"tokens_per_s": median_rates(runs, args.rounds), "acceptance": acceptance}
+        repeating = repeated_passage(prompt, ours32.config.n_positions, args.new_tokens)
+        figures = assisted_section(path, dtypes, device, repeating, args.new_tokens, Path(args.scratch), args.rounds)
+        results["assisted"] = figures
     if "patching" in sections:
         results["patching"] = median_rates(patching_runs(ours32, prompt(1, PATCHED_TOKENS)), args.rounds)
         results["patching"]["patches"] = ours32.config.n_layer * PATCHED_TOKENS

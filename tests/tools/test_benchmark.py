@@ -32,6 +32,7 @@ def test_benchmark_smoke(tiny_checkpoint, tmp_path):
         "beam search tok/s, 4 beams",
         "assisted greedy decoding",
         "prompt lookup",
+        "transformers' prompt lookup",
         "activation patching, resid_pre, 40 patches",
         "k new tokens in one cached pass, cost against k = 1",
         "minigpt2 float32, fast=True",
@@ -48,7 +49,14 @@ def test_benchmark_smoke(tiny_checkpoint, tmp_path):
     assert set(figures["decode"]) == {"float32", "bfloat16", "int8"} and figures["bandwidth_bytes_per_s"] > 0
     assert {"minigpt2 int8", "minigpt2 bfloat16, fast=True", "transformers float32"} <= set(figures["multitoken"])
     assert all(set(f["ratio"]) == {"1", "2", "4", "8", "16"} for f in figures["multitoken"].values())
-    assert set(figures["assisted"]["acceptance"]) == {"first 1 blocks", "unrelated 2-block", "prompt lookup"}
+    assert set(figures["assisted"]) == {"float32", "float32, fast=True", "bfloat16"}
+    assert all(
+        set(f["acceptance"]) == {"first 1 blocks", "unrelated 1x48", "prompt lookup"}
+        for f in figures["assisted"].values()
+    )
+    assert {"transformers plain greedy", "transformers prompt lookup"} <= set(
+        figures["assisted"]["float32"]["tokens_per_s"]
+    )
     assert figures["weight_bytes"]["int8"] < figures["weight_bytes"]["bfloat16"] < figures["weight_bytes"]["float32"]
 
 
