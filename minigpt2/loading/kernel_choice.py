@@ -96,6 +96,9 @@ def describe_kernels(model: nn.Module) -> list[str]:
 
 
 def _usable(verdict) -> bool:
-    """A verdict this torch can follow (a damaged or older record is timed again)."""
-    chosen = verdict.get("chosen") if isinstance(verdict, dict) else None
-    return isinstance(chosen, list) and len(chosen) == len(ROW_COUNTS) and all(name in KERNELS for name in chosen)
+    """A verdict this torch can follow, from every candidate there is now (a damaged record, or one from
+    before a candidate was added, is timed again)."""
+    if not isinstance(verdict, dict) or not isinstance(verdict.get("chosen"), list):
+        return False
+    chosen, tried = verdict["chosen"], set(verdict.get("ms", {})) | set(verdict.get("failed", {}))
+    return len(chosen) == len(ROW_COUNTS) and tried == set(KERNELS) and set(chosen) <= tried

@@ -24,9 +24,16 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
+def _weight_first(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """(W @ x^T)^T: MKL with the weight as the left operand, a blocking that some CPUs run faster at a
+    few rows (an AVX2 EPYC: 87 ms against oneDNN's 93 for gpt2-medium's blocks at 4 rows)."""
+    out = weight @ x.T if bias is None else torch.addmm(bias[:, None], weight, x.T)
+    return out.T.contiguous()
+
+
 # The candidates, each a product of x [rows, in] and an [out, in] weight in order (no backward: a product
 # that needs a gradient, or runs inside torch.compile, is F.linear's).
-KERNELS = {"F.linear": F.linear}
+KERNELS = {"F.linear": F.linear, "W @ x^T": _weight_first}
 if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
     KERNELS["oneDNN"] = _onednn
 

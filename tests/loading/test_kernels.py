@@ -80,6 +80,19 @@ def test_fast_times_once_per_machine_keeps_the_verdict_and_uses_it(tiny_checkpoi
     GPT2.from_pretrained(tiny_checkpoint, fast=True)
     assert "timing" in capsys.readouterr().err and json.loads(own_record.read_text())
 
+    # A record from before a candidate was added is timed again, so that the new one is weighed too.
+    record = json.loads(own_record.read_text())
+    for verdict in record[machine_key()].values():
+        verdict["ms"].pop(list(KERNELS)[1], None)
+        verdict["failed"].pop(list(KERNELS)[1], None)
+    own_record.write_text(json.dumps(record))
+    GPT2.from_pretrained(tiny_checkpoint, fast=True)
+    assert "timing" in capsys.readouterr().err
+    assert all(
+        set(v["ms"]) | set(v["failed"]) == set(KERNELS)
+        for v in json.loads(own_record.read_text())[machine_key()].values()
+    )
+
 
 @pytest.mark.parametrize("kernel", sorted(KERNELS))
 def test_each_kernel_picks_the_same_greedy_tokens_and_keeps_gradients(tiny_checkpoint, tiny, kernel, own_record):
