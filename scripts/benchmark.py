@@ -183,9 +183,12 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
         results["scoring"]["tokens"] = len(ids)
     del reference, fast
     if "assisted" in sections:
-        repeating = repeated_passage(prompt, ours32.config.n_positions, args.new_tokens)
-        figures = assisted_section(path, dtypes, device, repeating, args.new_tokens, Path(args.scratch), args.rounds)
-        results["assisted"] = figures
+        prompts = {
+            "a repeated passage": repeated_passage(prompt, ours32.config.n_positions, args.new_tokens),
+            f"{PROMPT_TOKENS} random tokens": prompt(1, PROMPT_TOKENS),
+        }
+        scratch = Path(args.scratch)
+        results["assisted"] = assisted_section(path, dtypes, device, prompts, args.new_tokens, scratch, args.rounds)
     if "patching" in sections:
         results["patching"] = median_rates(patching_runs(ours32, prompt(1, PATCHED_TOKENS)), args.rounds)
         results["patching"]["patches"] = ours32.config.n_layer * PATCHED_TOKENS

@@ -1,6 +1,8 @@
-"""The benchmark's assisted section: greedy assisted decoding with three kinds of draft against plain greedy,
-in the exact default, with fast=True and in bf16, on a prompt that repeats a passage (what prompt lookup
-is for); and transformers' own prompt lookup against its plain greedy, in fp32."""
+"""The benchmark's assisted section: greedy assisted decoding with four drafts against plain greedy, in the
+exact default, with fast=True and in bf16, on two prompts: one that repeats a passage (what prompt lookup
+is for) and a few random tokens; and transformers' own prompt lookup against its plain greedy, in fp32.
+Random weights make acceptance a matter of the prompt: a random model does not copy a passage, and
+random models of some shapes agree with each other (each tends to repeat its input), others do not."""
 
 from __future__ import annotations
 
@@ -24,23 +26,26 @@ LOOKUP_TOKENS = 10  # prompt lookup's drafts a round, as in transformers' exampl
 DRAFT_OPTIONS = dict(num_assistant_tokens=4, assistant_confidence_threshold=0.0)
 
 
-def assisted_section(path: str, dtypes: list[str], device, prompt, new_tokens: int, folder: Path, rounds: int):
-    """{mode: {"tokens_per_s": {run: rate}, "acceptance": {draft: figures}}} for each mode: fp32, fp32 with
-    fast=True (on a CPU), bf16 (if asked for); fp32 also times transformers' lookup and plain greedy."""
+def assisted_section(path: str, dtypes: list[str], device, prompts: dict, new_tokens: int, folder: Path, rounds: int):
+    """{"mode, prompt": {"tokens_per_s": {run: rate}, "acceptance": {draft: figures}}} for each mode: fp32,
+    fp32 with fast=True (on a CPU), bf16 (if asked for), and each of prompts {name: ids}; fp32 also times
+    transformers' lookup and plain greedy."""
     modes = {"float32": {}}
     if device.type == "cpu":
         modes["float32, fast=True"] = dict(fast=True)
     if "bfloat16" in dtypes:
         modes["bfloat16"] = dict(dtype="bfloat16")
-    figures, draft_path = {}, None
+    figures, small = {}, None
     for mode, options in modes.items():
         model = GPT2.from_pretrained(path, device=device, **options)
-        draft_path = draft_path or _small_draft(model.config, folder)
-        draft = GPT2.from_pretrained(draft_path, device=device, **options)
+        small = small or _small_drafts(model.config, folder)
+        drafts = assisted_drafts(model, [GPT2.from_pretrained(p, device=device, **options) for p in small])
         reference = reference_model(resolve(path), device=device) if mode == "float32" else None
-        runs, acceptance = assisted_runs(model, prompt, new_tokens, assisted_drafts(model, draft), reference)
-        figures[mode] = {"tokens_per_s": median_rates(runs, rounds, progress=f"assisted, {mode}")}
-        figures[mode]["acceptance"] = acceptance
+        for name, prompt in prompts.items():
+            runs, acceptance = assisted_runs(model, prompt, new_tokens, drafts, reference)
+            label = f"{mode}, {name}"
+            figures[label] = {"tokens_per_s": median_rates(runs, rounds, progress=f"assisted, {label}")}
+            figures[label]["acceptance"] = acceptance
     return figures
 
 
@@ -52,31 +57,34 @@ def repeated_passage(prompt_fn, context: int, new_tokens: int) -> torch.Tensor:
     return torch.cat([passage, passage, passage[:, :8]], dim=1)
 
 
-def _small_draft(config, folder: Path) -> Path:
-    """A random model a quarter of the target's depth at three quarters of its heads (the head size kept):
-    distilgpt2's shape for gpt2-medium's."""
+def _small_drafts(config, folder: Path) -> list[Path]:
+    """Two random models of the target's vocabulary: a quarter of its depth at three quarters of its heads
+    (the head size kept: distilgpt2's shape for gpt2-medium's), and 2 blocks of 128."""
     heads = max(1, config.n_head * 3 // 4)
-    shape = dict(
-        vocab_size=config.vocab_size,
-        n_positions=config.n_positions,
-        n_layer=max(1, config.n_layer // 4),
-        n_embd=heads * config.head_dim,
-        n_head=heads,
-    )
-    return write_checkpoint(folder / "small-draft", **shape)
+    shapes = [(max(1, config.n_layer // 4), heads * config.head_dim, heads), (2, 128, 2)]
+    return [
+        write_checkpoint(
+            folder / f"draft-{n_layer}x{n_embd}",
+            vocab_size=config.vocab_size,
+            n_positions=config.n_positions,
+            n_layer=n_layer,
+            n_embd=n_embd,
+            n_head=n_head,
+        )  # fmt: skip
+        for n_layer, n_embd, n_head in shapes
+    ]
 
 
-def assisted_drafts(model, small) -> dict:
+def assisted_drafts(model, small: list) -> dict:
     """The drafts measured, as generate() options: the target's own first quarter of blocks with its head;
-    an unrelated small random model of the same vocabulary (small); prompt lookup."""
+    each unrelated small random model of the same vocabulary; prompt lookup."""
     first = copy.deepcopy(model)
     first.h = first.h[: max(1, model.config.n_layer // 4)]
     first.config = dataclasses.replace(model.config, n_layer=len(first.h))
-    return {
-        f"first {len(first.h)} blocks": dict(assistant_model=first, **DRAFT_OPTIONS),
-        f"unrelated {small.config.n_layer}x{small.config.n_embd}": dict(assistant_model=small, **DRAFT_OPTIONS),
-        "prompt lookup": dict(prompt_lookup_num_tokens=LOOKUP_TOKENS),
-    }
+    drafts = {f"first {len(first.h)} blocks": dict(assistant_model=first, **DRAFT_OPTIONS)}
+    for draft in small:
+        drafts[f"unrelated {draft.config.n_layer}x{draft.config.n_embd}"] = dict(assistant_model=draft, **DRAFT_OPTIONS)
+    return drafts | {"prompt lookup": dict(prompt_lookup_num_tokens=LOOKUP_TOKENS)}
 
 
 def assisted_runs(model, prompt, new_tokens: int, drafts: dict, reference=None) -> tuple[dict, dict]:

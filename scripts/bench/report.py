@@ -137,7 +137,7 @@ def _assisted(r: dict) -> None:
     for mode, figures in r.get("assisted", {}).items():
         rates, acceptance = figures["tokens_per_s"], figures["acceptance"]
         plain = rates["plain greedy"]
-        print(f"\nassisted greedy decoding, batch 1, {mode}, a repeated passage (plain greedy {plain:.1f} tok/s):")
+        print(f"\nassisted greedy decoding, batch 1, {mode} (plain greedy {plain:.1f} tok/s):")
         for name, accepted in acceptance.items():
             ratio = rates[name] / plain
             verdict = "faster" if ratio > 1 else "slower: plain decoding wins here"

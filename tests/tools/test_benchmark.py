@@ -49,14 +49,12 @@ def test_benchmark_smoke(tiny_checkpoint, tmp_path):
     assert set(figures["decode"]) == {"float32", "bfloat16", "int8"} and figures["bandwidth_bytes_per_s"] > 0
     assert {"minigpt2 int8", "minigpt2 bfloat16, fast=True", "transformers float32"} <= set(figures["multitoken"])
     assert all(set(f["ratio"]) == {"1", "2", "4", "8", "16"} for f in figures["multitoken"].values())
-    assert set(figures["assisted"]) == {"float32", "float32, fast=True", "bfloat16"}
-    assert all(
-        set(f["acceptance"]) == {"first 1 blocks", "unrelated 1x48", "prompt lookup"}
-        for f in figures["assisted"].values()
-    )
-    assert {"transformers plain greedy", "transformers prompt lookup"} <= set(
-        figures["assisted"]["float32"]["tokens_per_s"]
-    )
+    modes = ("float32", "float32, fast=True", "bfloat16")
+    assert set(figures["assisted"]) == {f"{m}, {p}" for m in modes for p in ("a repeated passage", "8 random tokens")}
+    drafts = {"first 1 blocks", "unrelated 1x48", "unrelated 2x128", "prompt lookup"}
+    assert all(set(f["acceptance"]) == drafts for f in figures["assisted"].values())
+    theirs = {"transformers plain greedy", "transformers prompt lookup"}
+    assert theirs <= set(figures["assisted"]["float32, 8 random tokens"]["tokens_per_s"])
     assert figures["weight_bytes"]["int8"] < figures["weight_bytes"]["bfloat16"] < figures["weight_bytes"]["float32"]
 
 
