@@ -188,7 +188,7 @@ def measure(path: str, device, dtypes: list[str], args) -> dict:
             f"{PROMPT_TOKENS} random tokens": prompt(1, PROMPT_TOKENS),
         }
         scratch = Path(args.scratch)
-        results["assisted"] = assisted_section(path, dtypes, device, prompts, args.new_tokens, scratch, args.rounds)
+        results["assisted"] = assisted_section(path, ours32, dtypes, prompts, args.new_tokens, scratch, args.rounds)
     if "patching" in sections:
         results["patching"] = median_rates(patching_runs(ours32, prompt(1, PATCHED_TOKENS)), args.rounds)
         results["patching"]["patches"] = ours32.config.n_layer * PATCHED_TOKENS

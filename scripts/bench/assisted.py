@@ -26,10 +26,11 @@ LOOKUP_TOKENS = 10  # prompt lookup's drafts a round, as in transformers' exampl
 DRAFT_OPTIONS = dict(num_assistant_tokens=4, assistant_confidence_threshold=0.0)
 
 
-def assisted_section(path: str, dtypes: list[str], device, prompts: dict, new_tokens: int, folder: Path, rounds: int):
-    """{"mode, prompt": {"tokens_per_s": {run: rate}, "acceptance": {draft: figures}}} for each mode: fp32,
-    fp32 with fast=True (on a CPU), bf16 (if asked for), and each of prompts {name: ids}; fp32 also times
-    transformers' lookup and plain greedy."""
+def assisted_section(path: str, ours32, dtypes: list[str], prompts: dict, new_tokens: int, folder: Path, rounds: int):
+    """{"mode, prompt": {"tokens_per_s": {run: rate}, "acceptance": {draft: figures}}} for each mode: fp32
+    (ours32, the model the benchmark loaded), fp32 with fast=True (on a CPU), bf16 (if asked for), and each
+    of prompts {name: ids}; fp32 also times transformers' lookup and plain greedy."""
+    device = ours32.wte.weight.device
     modes = {"float32": {}}
     if device.type == "cpu":
         modes["float32, fast=True"] = dict(fast=True)
@@ -37,7 +38,7 @@ def assisted_section(path: str, dtypes: list[str], device, prompts: dict, new_to
         modes["bfloat16"] = dict(dtype="bfloat16")
     figures, small = {}, None
     for mode, options in modes.items():
-        model = GPT2.from_pretrained(path, device=device, **options)
+        model = ours32 if mode == "float32" else GPT2.from_pretrained(path, device=device, **options)
         small = small or _small_drafts(model.config, folder)
         drafts = assisted_drafts(model, [GPT2.from_pretrained(p, device=device, **options) for p in small])
         reference = reference_model(resolve(path), device=device) if mode == "float32" else None
@@ -70,7 +71,7 @@ def _small_drafts(config, folder: Path) -> list[Path]:
             n_layer=n_layer,
             n_embd=n_embd,
             n_head=n_head,
-        )  # fmt: skip
+        )
         for n_layer, n_embd, n_head in shapes
     ]
 
