@@ -37,7 +37,8 @@ def cpu_description() -> str:
         return platform.processor() or platform.machine()
     model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
     flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    return f"{model or platform.machine()}; {' '.join(f for f in CPU_FLAGS if f in flags) or 'none of ' + ', '.join(CPU_FLAGS)}"
+    present = " ".join(f for f in CPU_FLAGS if f in flags) or "none of " + ", ".join(CPU_FLAGS)
+    return f"{model or platform.machine()}; {present}"
 
 
 def machine_key() -> str:
@@ -46,27 +47,32 @@ def machine_key() -> str:
 
 def measured() -> dict:
     """What was timed on this machine (with this torch and thread count): {what: verdict}."""
-    try:
-        record = json.loads(record_path().read_text())
-    except (OSError, ValueError):  # none yet, or damaged: time again
-        return {}
-    verdicts = record.get(machine_key()) if isinstance(record, dict) else None
-    return verdicts if isinstance(verdicts, dict) else {}
+    return _mine(_record())
 
 
 def keep(verdicts: dict) -> None:
     """Add verdicts ({what: verdict}) to this machine's record; a record that cannot be written says so in one
     line, and the verdicts hold for this process alone."""
+    record = _record()
+    record[machine_key()] = {**_mine(record), **verdicts}
     path = record_path()
-    try:
-        record = json.loads(path.read_text())
-        record = record if isinstance(record, dict) else {}
-    except (OSError, ValueError):
-        record = {}
-    mine = record.get(machine_key())
-    record[machine_key()] = {**(mine if isinstance(mine, dict) else {}), **verdicts}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, lambda partial: partial.write_text(json.dumps(record, indent=1) + "\n"))
     except (OSError, ValueError) as error:
         print(f"minigpt2: could not keep what was timed ({error})", file=sys.stderr)
+
+
+def _record() -> dict:
+    """The whole record, every machine's; empty where there is none yet, or it is damaged (time again)."""
+    try:
+        record = json.loads(record_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _mine(record: dict) -> dict:
+    """This machine's verdicts in a record."""
+    verdicts = record.get(machine_key())
+    return verdicts if isinstance(verdicts, dict) else {}

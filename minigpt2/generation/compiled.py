@@ -4,9 +4,10 @@ kernels a token otherwise costs more than the arithmetic). The first call compil
 the cache spans the whole context, so that later calls of any length reuse the compiled step.
 
 On the CPU, compiling is not always faster: on a 2-core AVX2 EPYC the compiled fp32 step of gpt2-medium
-took 3-4x eager's time in every Inductor mode tried, and on an AVX-512 Xeon bf16 ran at 0.29x. So the first compiled step on a CPU
-is timed against the same step run eager; where it is not faster, generation warns once and runs eager.
-The verdict is kept per machine and model shape (machine.py), so that later runs do not compile at all."""
+took 3-4x eager's time in every Inductor mode tried, and on an AVX-512 Xeon bf16 ran at 0.29x. So the
+first compiled step on a CPU is timed against the same step run eager; where it is not faster, generation
+warns once and runs eager. The verdict is kept per machine and model shape (machine.py), so that later
+runs do not compile at all."""
 
 from __future__ import annotations
 
